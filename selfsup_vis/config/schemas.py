@@ -1,0 +1,166 @@
+"""Typed schemas for the root config, trainer, datasets and the browse task.
+
+They are stored in Hydra's ConfigStore under ``schema/<group>/<name>`` and pulled into the
+YAML files with ``defaults: [/schema/<group>/<name>@_here_, _self_]``, so a misspelt key or a
+value of the wrong type fails when the config is composed, not halfway through a job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Phase(str, Enum):
+    train = "train"
+    val = "val"
+
+
+class Pipeline(str, Enum):
+    eval = "eval"
+    mocov2 = "mocov2"
+    multicrop = "multicrop"
+    mae = "mae"
+    simmim = "simmim"
+    maskfeat = "maskfeat"
+
+
+@dataclass
+class TrainerConfig:
+    """The subset of ``pytorch_lightning.Trainer`` arguments we expose (typos fail early)."""
+
+    _target_: str = "pytorch_lightning.Trainer"
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: Any = "32-true"
+    max_epochs: int | None = None
+    max_steps: int = -1
+    max_time: str | None = None
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    limit_predict_batches: Any = None
+    val_check_interval: Any = None
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = None
+    log_every_n_steps: int = 50
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str | None = None
+    accumulate_grad_batches: int = 1
+    deterministic: Any = None
+    benchmark: bool | None = None
+    sync_batchnorm: bool = False
+    use_distributed_sampler: bool = True
+    enable_progress_bar: bool = True
+    enable_checkpointing: bool | None = None
+    enable_model_summary: bool | None = None
+    default_root_dir: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """Fields every dataset (a LightningDataModule) takes."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    batch_size: int = 32
+    num_workers: int = 0
+    pin_memory: bool = False
+    train_split: str = "train"
+    eval_split: str = "val"
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    _target_: str = "selfsup_vis.data.datamodule.SyntheticDataModule"
+    name: str = "synthetic"
+    num_classes: int = 8
+    image_size: int = 64
+    samples_per_class: int = 64
+    val_samples_per_class: int = 16
+    conflict_per_pair: int = 1
+    seed: int = 0
+
+
+@dataclass
+class ImageFolderDataConfig(DataConfig):
+    _target_: str = "selfsup_vis.data.datamodule.ImageFolderDataModule"
+    name: str = "image_folder"
+    root: str = MISSING
+    train_dir: str | None = None
+    val_dir: str | None = None
+    skip_corrupt: bool = False
+
+
+@dataclass
+class ImageNetDataConfig(DataConfig):
+    _target_: str = "selfsup_vis.data.datamodule.ImageNetDataModule"
+    name: str = "imagenet"
+    root: str = MISSING
+    train_split: str = "train"
+    eval_split: str = "val"
+    label_file: str | None = None
+    class_names_file: str | None = None
+    skip_corrupt: bool = False
+
+
+@dataclass
+class CueConflictDataConfig(DataConfig):
+    _target_: str = "selfsup_vis.data.datamodule.CueConflictDataModule"
+    name: str = "cue_conflict"
+    root: str = MISSING
+    eval_split: str = "conflict"
+    preprocessing: str = "model_vs_human"  # or "mmselfsup": resize 256, center-crop 224
+    check_layout: bool = True
+
+
+@dataclass
+class BrowseTaskConfig:
+    _target_: str = "selfsup_vis.tasks.browse.run"
+    name: str = "browse"
+    n_samples: int = 8
+    seed: int = 0
+    phase: Phase = Phase.train
+    pipeline: Pipeline | None = None  # default: the model's training pipeline
+    split: str | None = None  # default: dataset.train_split / eval_split by phase
+    skip_type: list[str] = field(default_factory=list)
+    show: bool = False
+    show_interval: float = 2.0
+    formats: list[str] = field(default_factory=lambda: ["png"])
+
+
+@dataclass
+class Config:
+    """Root: one entry per config group plus run-wide knobs."""
+
+    task: Any = MISSING
+    model: Any = MISSING
+    dataset: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    log_level: str = "INFO"
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
+    cs.store(group="schema/dataset", name="synthetic", node=SyntheticDataConfig)
+    cs.store(group="schema/dataset", name="image_folder", node=ImageFolderDataConfig)
+    cs.store(group="schema/dataset", name="imagenet", node=ImageNetDataConfig)
+    cs.store(group="schema/dataset", name="cue_conflict", node=CueConflictDataConfig)
+    cs.store(group="schema/task", name="browse", node=BrowseTaskConfig)
+    # The submitit plugin's own typed schemas, so that our launcher presets (which keep the
+    # plugin's option names) stay typed while tying tasks/nodes to the trainer.
+    from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+
+    cs.store(group="schema/launcher", name="submitit_slurm", node=SlurmQueueConf)
+    cs.store(group="schema/launcher", name="submitit_local", node=LocalQueueConf)

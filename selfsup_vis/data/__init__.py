@@ -1,0 +1,1 @@
+"""Datasets (synthetic, folders, ImageNet, cue-conflict), pipelines, masks and DataModules."""

@@ -1,0 +1,216 @@
+"""LightningDataModules: one per data source, all yielding the same sample dicts.
+
+A task sets the pipelines (``set_pipelines``) because the model decides them (its size,
+normalisation and training views); the DataModule owns splits, loaders and sampling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from selfsup_vis.data.base import ImageDataset, collate_skip_none
+from selfsup_vis.data.folders import image_folder_dataset, imagenet_dataset
+from selfsup_vis.data.synthetic import SyntheticShapes
+from selfsup_vis.data.transforms import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Shared loader logic; subclasses implement ``make_dataset(split, transform)``."""
+
+    #: center-crop fraction of the eval pipeline (None = plain resize to the model's size)
+    eval_crop_pct: float | None = 0.875
+
+    def __init__(
+        self,
+        name: str,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        train_split: str = "train",
+        eval_split: str = "val",
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_split = train_split
+        self.eval_split = eval_split
+        self.train_pipeline: Pipeline | None = None
+        self.eval_pipeline: Pipeline | None = None
+        self.val_pipeline: Pipeline | None = None
+        self.predict_indices: Sequence[int] | None = None
+        self._cache: dict[tuple[str, int], ImageDataset] = {}
+
+    def make_dataset(self, split: str, transform: Pipeline | None) -> ImageDataset:
+        raise NotImplementedError
+
+    def dataset(self, split: str, transform: Pipeline | None = None) -> ImageDataset:
+        """The dataset of ``split`` with ``transform`` (file scans are cached per split)."""
+        key = (split, id(transform))
+        if key not in self._cache:
+            self._cache[key] = self.make_dataset(split, transform)
+        return self._cache[key]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset(self.eval_split).classes
+
+    def set_pipelines(
+        self, train: Pipeline | None = None, eval: Pipeline | None = None, val: Pipeline | None = None
+    ) -> None:
+        self.train_pipeline, self.eval_pipeline, self.val_pipeline = train, eval, val
+
+    def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_skip_none,
+        )
+
+    def _require(self, pipeline: Pipeline | None, what: str) -> Pipeline:
+        if pipeline is None:
+            raise RuntimeError(f"dataset {self.name}: no {what} pipeline set (call set_pipelines)")
+        return pipeline
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset(self.train_split, self._require(self.train_pipeline, "train"))
+        return self._loader(ds, shuffle=True, drop_last=len(ds) >= 2 * self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        pipeline = self.val_pipeline or self._require(self.eval_pipeline, "eval")
+        return self._loader(self.dataset(self.eval_split, pipeline), shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        ds: Dataset = self.dataset(self.eval_split, self._require(self.eval_pipeline, "eval"))
+        if self.predict_indices is not None:
+            ds = Subset(ds, list(self.predict_indices))
+        return self._loader(ds, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.predict_dataloader()
+
+
+class SyntheticDataModule(ImageDataModule):
+    """The embedded default: shapes × textures generated on the fly (no files)."""
+
+    eval_crop_pct = None
+
+    def __init__(
+        self,
+        name: str = "synthetic",
+        num_classes: int = 8,
+        image_size: int = 64,
+        samples_per_class: int = 64,
+        val_samples_per_class: int = 16,
+        conflict_per_pair: int = 1,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.samples_per_class = samples_per_class
+        self.val_samples_per_class = val_samples_per_class
+        self.conflict_per_pair = conflict_per_pair
+        self.seed = seed
+
+    def make_dataset(self, split: str, transform: Pipeline | None) -> ImageDataset:
+        per_class = self.val_samples_per_class if split == "val" else self.samples_per_class
+        return SyntheticShapes(
+            split, self.num_classes, self.image_size, per_class, self.conflict_per_pair, self.seed, transform
+        )
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """``root/<class>/<image>``; optional ``train_dir`` / ``val_dir`` sub-folders of root."""
+
+    def __init__(
+        self,
+        root: str,
+        name: str = "image_folder",
+        train_dir: str | None = None,
+        val_dir: str | None = None,
+        skip_corrupt: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self.root = Path(root).expanduser()
+        self.dirs = {self.train_split: train_dir, self.eval_split: val_dir}
+        self.skip_corrupt = skip_corrupt
+
+    def make_dataset(self, split: str, transform: Pipeline | None) -> ImageDataset:
+        sub = self.dirs.get(split)
+        root = self.root / sub if sub else self.root
+        return image_folder_dataset(root, transform, self.skip_corrupt)
+
+
+class ImageNetDataModule(ImageDataModule):
+    """ImageNet-style ``root/<split>``: class folders, or a flat folder + label file."""
+
+    def __init__(
+        self,
+        root: str,
+        name: str = "imagenet",
+        label_file: str | None = None,
+        class_names_file: str | None = None,
+        skip_corrupt: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self.root = root
+        self.label_file = label_file
+        self.class_names_file = class_names_file
+        self.skip_corrupt = skip_corrupt
+
+    def make_dataset(self, split: str, transform: Pipeline | None) -> ImageDataset:
+        return imagenet_dataset(
+            self.root, split, self.label_file, self.class_names_file, transform, self.skip_corrupt
+        )
+
+
+class CueConflictDataModule(ImageDataModule):
+    """The cue-conflict stimuli: ``root/<shape category>/<shape><i>-<texture><j>.png``.
+
+    Preprocessing ``model_vs_human`` (default) feeds the 224 px images as they are, only
+    normalised; ``mmselfsup`` resizes to 256 and center-crops 224 as MMSelfSup did.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        name: str = "cue_conflict",
+        preprocessing: str = "model_vs_human",
+        check_layout: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("eval_split", "conflict")
+        super().__init__(name, **kwargs)
+        if preprocessing not in ("model_vs_human", "mmselfsup"):
+            raise ValueError(
+                f"dataset.preprocessing must be 'model_vs_human' or 'mmselfsup', got {preprocessing!r}"
+            )
+        self.root = Path(root).expanduser()
+        self.preprocessing = preprocessing
+        self.eval_crop_pct = None if preprocessing == "model_vs_human" else 224 / 256
+        self.check_layout = check_layout
+
+    def make_dataset(self, split: str, transform: Pipeline | None) -> ImageDataset:
+        if self.check_layout:
+            from selfsup_vis.data.cue_conflict import check_cue_conflict_layout
+
+            check_cue_conflict_layout(self.root)
+        return image_folder_dataset(self.root, transform)

@@ -1,0 +1,87 @@
+"""Send figures and scalars to every active Lightning logger, and save figures atomically."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger  # noqa: E402
+
+from selfsup_vis.utils.io import write_with  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
+    """A Figure on the Agg canvas, independent of pyplot's global state."""
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(
+    fig: Figure, path_without_ext: str | Path, formats: Sequence[str] = ("png",), dpi: int = 100
+) -> list[Path]:
+    """Save ``fig`` once per format, each file written atomically."""
+    paths = []
+    for fmt in formats:
+        path = Path(f"{path_without_ext}.{fmt}")
+        write_with(path, lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=dpi, bbox_inches="tight"))
+        paths.append(path)
+    return paths
+
+
+def figure_to_array(fig: Figure, dpi: int = 100) -> np.ndarray:
+    """RGB uint8 array (H, W, 3) of the rendered figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def _safe_key(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+
+
+def log_figure(loggers: Iterable[Logger], key: str, fig: Figure, step: int = 0) -> None:
+    """Log one figure to every logger: CSV → PNG under its log dir, TensorBoard → image
+    summary, W&B → ``wandb.Image``. A logger that fails is reported, not fatal."""
+    loggers = list(loggers)
+    if not loggers:
+        return
+    image = figure_to_array(fig)
+    for lg in loggers:
+        try:
+            if isinstance(lg, TensorBoardLogger):
+                lg.experiment.add_image(key, image, global_step=step, dataformats="HWC")
+                lg.experiment.flush()
+            elif isinstance(lg, WandbLogger):
+                import wandb
+
+                lg.experiment.log({key: wandb.Image(image), "trainer/global_step": step})
+            elif isinstance(lg, CSVLogger):
+                path = Path(lg.log_dir) / "images" / f"{_safe_key(key)}_step{step:06d}.png"
+                write_with(path, lambda tmp: Image.fromarray(image).save(tmp, format="png"))
+            else:
+                log.debug("logger %s takes no images; skipped %s", type(lg).__name__, key)
+        except Exception as err:
+            log.warning("could not log figure %s to %s: %s", key, type(lg).__name__, err)
+
+
+def log_scalars(loggers: Iterable[Logger], metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log plain numbers (NaN kept) to every logger and flush them to disk."""
+    clean = {k: float(v) for k, v in metrics.items() if v is not None}
+    for lg in loggers:
+        lg.log_metrics(clean, step=step)
+        lg.save()

@@ -1,0 +1,1 @@
+"""Task functions: each ``run(cfg) -> dict`` reads top to bottom: config → data → model → outputs."""
