@@ -48,8 +48,16 @@ def _hydra_main(cfg: DictConfig) -> object:
 
 
 def main() -> None:
-    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+    args = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in args):
         print(EXAMPLES)
+    else:
+        from selfsup_vis.config.validate import check_overrides
+
+        message = check_overrides(str(conf_dir()), "config", [a for a in args if not a.startswith("-")])
+        if message:
+            print(f"Error: {message}", file=sys.stderr)
+            sys.exit(2)
     _hydra_main()
 
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from selfsup_vis.data.datamodule import ImageDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
-from selfsup_vis.plotting.log import log_figure, save_figure
+from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.plotting.views import grid_figure, sample_figure
 from selfsup_vis.tasks.common import instantiate_loggers, run_dir, write_summary
 
@@ -95,6 +95,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     grid = grid_figure(samples, pipeline, f"{dm.name}/{split} · pipeline {pipeline.name}")
     grid_files = save_figure(grid, run_dir() / "browse_grid", t.formats)
     log_figure(loggers, f"browse/{pipeline.name}", grid, step=0)
+    ratios = [r["mask_ratio"] for r in records if r["mask_ratio"] is not None]
+    scalars = {"browse/n_samples": len(records), "browse/num_views": len(pipeline.views)}
+    if ratios:
+        scalars["browse/mask_ratio"] = float(np.mean(ratios))
+    log_scalars(loggers, scalars, step=0)
     if t.show:
         _show(figures + [grid], t.show_interval)
     summary = {

@@ -13,7 +13,7 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from selfsup_vis.utils.io import write_json, write_text
@@ -43,7 +43,10 @@ def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
             continue
         if "_target_" not in conf:
             raise ValueError(f"logger.{name} has no _target_")
-        loggers.append(hydra.utils.instantiate(conf))
+        lg = hydra.utils.instantiate(conf)
+        if isinstance(lg, CSVLogger) and is_global_zero():
+            _ = lg.experiment  # create its directory before figures are written into it
+        loggers.append(lg)
     _open_loggers.extend(loggers)
     return loggers
 

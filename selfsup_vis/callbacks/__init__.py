@@ -1,0 +1,1 @@
+"""Lightning callbacks: reconstructions, embedding snapshots and feature health during training."""

@@ -1,0 +1,44 @@
+"""Read back what the real loggers wrote: TensorBoard event files and W&B offline runs."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def tensorboard_tags(log_dir: Path) -> dict[str, list[str]]:
+    """Scalar and image tags found in the event files under ``log_dir``."""
+    acc = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    return {"scalars": list(tags["scalars"]), "images": list(tags["images"])}
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """History rows of the offline W&B run under ``run_dir`` (LevelDB-log framed protobufs)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"not a W&B run file: {path}"
+    pos, block, pending, rows = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _crc, length, rtype = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if rtype == 0:
+            continue
+        pending = chunk if rtype in (1, 2) else pending + chunk
+        if rtype in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                rows.append(
+                    {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item}
+                )
+    return rows

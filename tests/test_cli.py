@@ -1,0 +1,161 @@
+"""The real CLI in a subprocess: browse end to end, loggers read back, sweeps, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, assert_ok, run_cli
+from tests.logreaders import tensorboard_tags, wandb_history
+
+
+def _nontrivial_png(path: Path, min_side: int = 100) -> None:
+    arr = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    assert min(arr.shape[:2]) >= min_side, f"{path} is only {arr.shape}"
+    assert arr.std() > 20, f"{path} looks blank (std {arr.std():.1f})"
+
+
+def test_help_shows_examples(tmp_path):
+    proc = run_cli(["--help"], tmp_path)
+    assert_ok(proc)
+    assert "Examples:" in proc.stdout and "task=tsne" in proc.stdout and "submitit_slurm" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "model,expect_views,expect_mask",
+    [("mocov2_tiny", 2, False), ("simmim_tiny", 1, True), ("maskfeat_tiny", 1, True)],
+)
+def test_browse_end_to_end_with_all_loggers(tmp_path, model, expect_views, expect_mask):
+    out = tmp_path / "run"
+    proc = run_cli(
+        ["task=browse", f"model={model}", "logger=many", "task.n_samples=3", f"hydra.run.dir={out}"], tmp_path
+    )
+    assert_ok(proc)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["samples"]) == 3
+    for rec in summary["samples"]:
+        assert len(rec["view_shapes"]) == expect_views
+        assert (rec["mask_shape"] is not None) == expect_mask
+        for f in rec["files"]:
+            assert Path(f).name.startswith(f"{rec['index']:06d}_")
+            _nontrivial_png(Path(f))
+    files = sorted((out / "browse").glob("*.png"))
+    assert len(files) == 3 and len({f.name for f in files}) == 3
+    _nontrivial_png(out / "browse_grid.png")
+    assert (out / "config_resolved.yaml").is_file()
+    # the loggers: CSV image + scalars, TensorBoard events, W&B offline history
+    assert list((out / "csv" / "images").glob("browse_*.png"))
+    assert "browse/n_samples" in (out / "csv" / "metrics.csv").read_text()
+    tags = tensorboard_tags(out / "tensorboard")
+    assert "browse/n_samples" in tags["scalars"] and any(t.startswith("browse/") for t in tags["images"])
+    history = wandb_history(out)
+    keys = set().union(*history)
+    assert "browse/n_samples" in keys and any(k.endswith("_type") and "browse/" in k for k in keys)
+
+
+def test_browse_skip_type_and_val_phase(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(
+        ["model=mocov2_tiny", "task.skip_type=[ColorJitter,GaussianBlur]", "task.n_samples=2", f"hydra.run.dir={out}"],
+        tmp_path,
+    )
+    assert_ok(proc)
+    assert "ColorJitter" not in json.loads((out / "summary.json").read_text())["pipeline"]
+    out2 = tmp_path / "val"
+    assert_ok(run_cli(["task.phase=val", "task.n_samples=2", f"hydra.run.dir={out2}"], tmp_path))
+    assert json.loads((out2 / "summary.json").read_text())["samples"][0]["view_shapes"] == [[3, 64, 64]]
+
+
+def test_multirun_through_submitit_local(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        ["-m", "hydra/launcher=submitit_local", "task=browse", "model=mocov2_tiny,simmim_tiny",
+         "task.n_samples=2", f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+    )
+    assert_ok(proc)
+    summaries = sorted(sweep.glob("*/summary.json"))
+    assert len(summaries) == 2
+    pipelines = {json.loads(s.read_text())["pipeline"].split("'")[1] for s in summaries}
+    assert pipelines == {"mocov2", "simmim"}
+
+
+def test_failing_job_closes_loggers_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        ["-m", "task=browse", "task.split=nope,train", "task.n_samples=1", "logger=wandb", f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+    )
+    assert "synthetic split 'nope' unknown" in proc.stderr + proc.stdout
+    assert len(list(sweep.glob("*/summary.json"))) == 1  # the second job still ran
+
+
+def test_unknown_option_and_misspelt_key(tmp_path):
+    proc = run_cli(["model=nope"], tmp_path)
+    assert proc.returncode != 0
+    assert "Could not find 'model/nope'" in proc.stderr and "mae_tiny" in proc.stderr
+    proc = run_cli(["task.n_sampels=3"], tmp_path)
+    assert proc.returncode == 2 and "Did you mean task.n_samples?" in proc.stderr
+
+
+def test_bad_dataset_roots(tmp_path):
+    proc = run_cli(["dataset=image_folder", f"dataset.root={tmp_path / 'missing'}", f"hydra.run.dir={tmp_path / 'o'}"], tmp_path)
+    assert proc.returncode != 0 and "dataset root does not exist" in proc.stderr and "missing" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = run_cli(["dataset=image_folder", f"dataset.root={tmp_path / 'empty'}", f"hydra.run.dir={tmp_path / 'o2'}"], tmp_path)
+    assert proc.returncode != 0 and "no class sub-folders" in proc.stderr
+
+
+def test_non_writable_output_dir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    proc = run_cli([f"hydra.run.dir={blocker / 'run'}", "task.n_samples=1"], tmp_path)
+    assert proc.returncode != 0
+    assert "a_file" in proc.stderr
+    assert not (blocker.parent / "run").exists()
+
+
+@pytest.mark.slow
+def test_installed_wheel_runs_from_another_directory(tmp_path):
+    """Build the wheel, install it into a separate target, run from elsewhere: conf/ ships."""
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)],
+        check=True, capture_output=True, text=True,
+    )
+    (wheel,) = dist.glob("selfsup_vis-*.whl")
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+        check=True, capture_output=True, text=True,
+    )
+    assert (site / "selfsup_vis" / "conf" / "config.yaml").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import selfsup_vis; print(selfsup_vis.__file__)"],
+        cwd=elsewhere, env={**os.environ, **env}, capture_output=True, text=True, check=True,
+    ).stdout
+    assert str(site) in where
+    proc = run_cli(["task.n_samples=1", "hydra.run.dir=out"], elsewhere, env=env)
+    assert_ok(proc)
+    assert (elsewhere / "out" / "summary.json").is_file()
+
+
+def test_pyproject_lists_every_subpackage():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    pkg = REPO / "selfsup_vis"
+    found = {
+        ".".join(("selfsup_vis", *p.parent.relative_to(pkg).parts)) for p in pkg.rglob("__init__.py")
+    }
+    assert found <= listed, f"add to pyproject [tool.setuptools] packages: {sorted(found - listed)}"
