@@ -1,0 +1,124 @@
+"""The shape-bias matrix plot: task function, MMSelfSup-style script, styles, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from selfsup_vis.plotting.shape_bias import default_styles, parse_colors, rgb, row_order
+from selfsup_vis.shape_bias.analysis import build_groups, read_csv_dirs
+from selfsup_vis.shape_bias.categories import CATEGORIES, HUMAN_ROW_ORDER
+from selfsup_vis.tasks.plot_shape_bias import FIGURE_STEM, plot_from_csvs
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CSV_DIR = SHARED / "data" / "model-vs-human" / "raw-data" / "cue-conflict"
+ICONS = SHARED / "data" / "model-vs-human" / "icons"
+
+needs_data = pytest.mark.skipif(not CSV_DIR.is_dir(), reason=f"shared data missing: {CSV_DIR}")
+
+
+@needs_data
+def test_plot_from_shipped_csvs_writes_figure_and_table(tmp_path):
+    plot_from_csvs([CSV_DIR], tmp_path, icons_dir=ICONS)
+    for ext in ("pdf", "png"):
+        assert (tmp_path / f"{FIGURE_STEM}.{ext}").stat().st_size > 1000
+    table = pd.read_csv(tmp_path / "shape_bias.csv")
+    assert list(table["name"]) == ["bagnet33", "resnet50", "simclr_resnet50x1", "humans"]
+    assert list(table.columns[:18]) == ["name", "shape_bias", *CATEGORIES]
+    got = dict(zip(table["name"], table["shape_bias"].round(4)))
+    assert got == {"bagnet33": 0.0511, "resnet50": 0.2142, "simclr_resnet50x1": 0.3879,
+                   "humans": 0.9587}
+    assert table.set_index("name").loc["humans", "num_subjects"] == 10
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert round(saved["humans_mean_of_subjects"], 4) == 0.9576
+    assert saved["icons"] is True
+    assert saved["models"]["humans"]["color"] == pytest.approx(list(rgb(165, 30, 55)))
+    assert saved["models"]["humans"]["marker"] == "D"
+
+
+@needs_data
+def test_plot_selected_models_without_icons_falls_back_to_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFSUP_VIS_CACHE", str(tmp_path / "empty-cache"))
+    summary = plot_from_csvs([CSV_DIR], tmp_path, models=["resnet50"],
+                             plotting_names=["ResNet-50"], colors=[[10, 20, 30]], markers=["s"],
+                             icons_dir=None, include_humans=False, formats=["png"])
+    assert list(summary["models"]) == ["ResNet-50"]
+    assert summary["icons"] is False
+    assert summary["models"]["ResNet-50"]["color"] == pytest.approx(list(rgb(10, 20, 30)))
+    assert (tmp_path / f"{FIGURE_STEM}.png").is_file()
+    assert not (tmp_path / f"{FIGURE_STEM}.pdf").exists()
+
+
+def test_row_order_and_default_styles():
+    df = read_csv_dirs([CSV_DIR]) if CSV_DIR.is_dir() else None
+    if df is not None:
+        groups = build_groups(df)
+        assert tuple(row_order(groups)) == HUMAN_ROW_ORDER
+        assert tuple(row_order([g for g in groups if g.name != "humans"])) == HUMAN_ROW_ORDER
+    styles = default_styles(["humans", "resnet50", "simclr-resnet50x1"] + [f"m{i}" for i in range(40)])
+    assert styles[0] == (rgb(165, 30, 55), "D") and styles[1] == (rgb(65, 90, 140), "o")
+    assert styles[2][0] == rgb(210, 150, 0)
+    assert len(set(styles)) == len(styles)  # any number of models stays distinguishable
+
+
+def test_colour_parsing():
+    assert parse_colors([65, 90, 140, 0, 0, 0], 2) == [rgb(65, 90, 140), (0.0, 0.0, 0.0)]
+    assert parse_colors([[65, 90, 140]], 1) == [rgb(65, 90, 140)]
+    assert parse_colors(["#000000"], 1) == [(0.0, 0.0, 0.0)]
+    assert parse_colors([], 3) is None
+    with pytest.raises(ValueError, match="expected 6 .*R G B triple"):
+        parse_colors([65, 90, 140, 1], 2)
+    with pytest.raises(ValueError, match="not an R G B triple"):
+        parse_colors([[65, 90]], 1)
+    with pytest.raises(ValueError, match="outside 0-255"):
+        parse_colors([[65, 90, 300]], 1)
+
+
+@needs_data
+def test_bad_inputs_are_named(tmp_path):
+    with pytest.raises(ValueError, match="model 'nope' is not in the CSVs"):
+        plot_from_csvs([CSV_DIR], tmp_path / "a", models=["nope"])
+    with pytest.raises(ValueError, match="colors: 4 numbers given for 1 model"):
+        plot_from_csvs([CSV_DIR], tmp_path / "b", models=["resnet50"], colors=[1, 2, 3, 4])
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match="not writable"):
+        plot_from_csvs([CSV_DIR], blocker / "out")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "cue-conflict_x_session-1.csv").write_text("subj,trial\nx,1\n")
+    with pytest.raises(ValueError, match=r"cue-conflict_x_session-1\.csv: missing column"):
+        plot_from_csvs([bad], tmp_path / "c")
+    assert not (tmp_path / "c" / "shape_bias.csv").exists()
+
+
+@needs_data
+def test_script_with_mmselfsup_flags(tmp_path):
+    cmd = [sys.executable, str(REPO / "scripts" / "plot_shape_bias.py"), "--csv-dir", str(CSV_DIR),
+           "--result-dir", str(tmp_path), "--model-names", "resnet50", "simclr-resnet50x1",
+           "--colors", "65", "90", "140", "210", "150", "0", "--markers", "o", "v",
+           "--plotting-names", "ResNet-50", "SimCLR", "--icons-dir", str(ICONS),
+           "--formats", "png"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "ResNet-50" in res.stdout and "0.2142" in res.stdout and "0.9587" in res.stdout
+    table = pd.read_csv(tmp_path / "shape_bias.csv")
+    assert list(table["name"]) == ["ResNet-50", "SimCLR", "humans"]
+
+
+@needs_data
+def test_script_reports_bad_colours_without_traceback(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("plot_script", REPO / "scripts" / "plot_shape_bias.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    code = script.main(["--csv-dir", str(CSV_DIR), "--result-dir", str(tmp_path),
+                        "--model-names", "resnet50", "--colors", "1", "2"])
+    assert code == 2
+    assert "colors: 2 numbers given for 1 model" in capsys.readouterr().err
