@@ -1,0 +1,219 @@
+"""MAE (He et al.) on a timm ViT: random masking with injectable noise, the MAE decoder and the
+(norm-pix) MSE loss on masked patches; numerically the mmpretrain 1.x ``MAE``."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from selfsup_vis.checkpoints import rules
+from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.models.backbones import (
+    build_vit,
+    resize_vit_pos_embed,
+    sincos_pos_embed,
+    vit_blocks,
+    vit_embed,
+)
+from selfsup_vis.models.base import SSLModule
+
+
+def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, L, p*p*3) with MAE's 'nchpwq->nhwpqc' layout (c fastest)."""
+    b, c, H, W = images.shape
+    h, w = H // p, W // p
+    x = images.reshape(b, c, h, p, w, p)
+    x = torch.einsum("nchpwq->nhwpqc", x)
+    return x.reshape(b, h * w, p * p * c)
+
+
+def unpatchify(x: torch.Tensor, p: int, channels: int = 3) -> torch.Tensor:
+    b, L, _ = x.shape
+    h = w = int(round(L**0.5))
+    x = x.reshape(b, h, w, p, p, channels)
+    x = torch.einsum("nhwpqc->nchpwq", x)
+    return x.reshape(b, channels, h * p, w * p)
+
+
+def patch_mask_to_pixels(mask: torch.Tensor, grid: int, p: int) -> torch.Tensor:
+    """(B, L) or (B, h, w) patch mask -> (B, 1, H, W) float pixel mask."""
+    m = mask.reshape(mask.shape[0], grid, grid).float()
+    return m.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1)
+
+
+class MAEDecoder(nn.Module):
+    """mmpretrain ``MAEPretrainDecoder``: embed, mask tokens, unshuffle, fixed pos-embed,
+    transformer blocks (LN eps 1e-6), norm, per-patch pixel prediction."""
+
+    def __init__(self, num_patches: int, patch_size: int, in_chans: int, embed_dim: int,
+                 decoder_embed_dim: int, depth: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.embed = nn.Linear(embed_dim, decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        grid = int(round(num_patches**0.5))
+        self.pos_embed = nn.Parameter(sincos_pos_embed(decoder_embed_dim, grid), requires_grad=False)
+        self.blocks = nn.ModuleList(Block(decoder_embed_dim, num_heads, mlp_ratio, qkv_bias=True,
+                                          norm_layer=partial(nn.LayerNorm, eps=1e-6))
+                                    for _ in range(depth))
+        self.norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
+        self.pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, x: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        n_mask = ids_restore.shape[1] + 1 - x.shape[1]
+        mask_tokens = self.mask_token.repeat(x.shape[0], n_mask, 1)
+        x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)
+        x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).repeat(1, 1, x.shape[2]))
+        x = torch.cat([x[:, :1, :], x_], dim=1) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.pred(self.norm(x))[:, 1:, :]
+
+
+class MAE(SSLModule):
+    """MAE LightningModule. ``encoder`` is a timm ``VisionTransformer``."""
+
+    required_prefixes = ("encoder.",)
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 768,
+                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
+                 decoder_embed_dim: int = 512, decoder_depth: int = 8, decoder_num_heads: int = 16,
+                 decoder_mlp_ratio: float = 4.0, mask_ratio: float = 0.75, norm_pix: bool = True,
+                 drop_path_rate: float = 0.0, pipeline: str = "mae", **common: Any) -> None:
+        super().__init__(img_size=img_size, pipeline=pipeline, **common)
+        self.save_hyperparameters()
+        self.patch_size, self.mask_ratio, self.norm_pix = patch_size, mask_ratio, norm_pix
+        self.encoder = build_vit(img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio,
+                                 drop_path_rate=drop_path_rate)
+        self.grid = img_size // patch_size
+        with torch.no_grad():  # MAE uses a fixed sin-cos encoder pos-embed
+            self.encoder.pos_embed.copy_(sincos_pos_embed(embed_dim, self.grid))
+        self.encoder.pos_embed.requires_grad_(False)
+        self.decoder = MAEDecoder(self.grid**2, patch_size, 3, embed_dim, decoder_embed_dim,
+                                  decoder_depth, decoder_num_heads, decoder_mlp_ratio)
+        self.num_prefix_tokens = 1
+        self.token_layers = frozenset([*(f"block{i}" for i in range(depth)), "norm"])
+
+    # -------------------------------------------------------------------------- masking
+    def len_keep(self) -> int:
+        return int(self.grid**2 * (1 - self.mask_ratio))
+
+    def forward_encoder(self, images: torch.Tensor, noise: torch.Tensor | None = None,
+                        generator: torch.Generator | None = None, len_keep: int | None = None
+                        ) -> dict[str, torch.Tensor]:
+        """Masked encoder. ``noise`` (B, L): small = kept (mmpretrain draws ``torch.rand``)."""
+        x = self.encoder.patch_embed(images)
+        B, L, D = x.shape
+        x = x + self.encoder.pos_embed[:, 1:, :]
+        if noise is None:
+            noise = torch.rand(B, L, device=x.device, generator=generator) if generator is None \
+                else torch.rand(B, L, generator=generator).to(x.device)
+        keep = self.len_keep() if len_keep is None else len_keep
+        ids_shuffle = torch.argsort(noise, dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        ids_keep = ids_shuffle[:, :keep]
+        x = torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, D))
+        mask = torch.ones([B, L], device=x.device)
+        mask[:, :keep] = 0
+        mask = torch.gather(mask, 1, ids_restore)
+        cls = (self.encoder.cls_token + self.encoder.pos_embed[:, :1, :]).expand(B, -1, -1)
+        x = torch.cat((cls, x), dim=1)
+        for blk in self.encoder.blocks:
+            x = blk(x)
+        latent = self.encoder.norm(x)
+        return {"latent": latent, "mask": mask, "ids_restore": ids_restore,
+                "ids_keep": ids_keep, "ids_shuffle": ids_shuffle, "noise": noise}
+
+    def target(self, images: torch.Tensor) -> torch.Tensor:
+        t = patchify(images, self.patch_size)
+        if self.norm_pix:
+            mean = t.mean(dim=-1, keepdim=True)
+            var = t.var(dim=-1, keepdim=True)
+            t = (t - mean) / (var + 1.0e-6) ** 0.5
+        return t
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        loss = ((pred - target) ** 2).mean(dim=-1)
+        return (loss * mask).sum() / mask.sum()
+
+    def forward(self, images: torch.Tensor, noise: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        out = self.forward_encoder(images, noise=noise, generator=generator)
+        out["pred"] = self.decoder(out["latent"], out["ids_restore"])
+        out["target"] = self.target(images)
+        out["loss"] = self.loss(out["pred"], out["target"], out["mask"])
+        return out
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self(batch["image"])
+        self.log_losses({"loss": out["loss"]}, batch["image"].shape[0])
+        return out["loss"]
+
+    # -------------------------------------------------------------------------- reconstruct
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+                    ) -> dict[str, torch.Tensor]:
+        """Prediction, the mask used (B, h, w; 1 = masked), the target and the four panels.
+
+        A given ``mask`` (B, L) or (B, h, w) must mask the same number of patches in every image."""
+        B = images.shape[0]
+        len_keep = None
+        if mask is not None:
+            m = mask.reshape(B, -1).float().to(images.device)
+            counts = (m == 0).sum(1)
+            if not bool((counts == counts[0]).all()):
+                raise ValueError("MAE reconstruct: every image's mask must keep the same number of patches")
+            len_keep = int(counts[0])
+            noise = m + 0.5 * torch.rand(m.shape, generator=generator).to(m.device)
+        enc = self.forward_encoder(images, noise=noise, generator=generator, len_keep=len_keep)
+        pred = self.decoder(enc["latent"], enc["ids_restore"])
+        target = self.target(images)
+        p = self.patch_size
+        rec_patches = pred
+        if self.norm_pix:  # undo the per-patch normalisation with the image's own statistics
+            raw = patchify(images, p)
+            rec_patches = pred * (raw.var(-1, keepdim=True) + 1.0e-6) ** 0.5 + raw.mean(-1, keepdim=True)
+        rec = unpatchify(rec_patches, p)
+        pix = patch_mask_to_pixels(enc["mask"], self.grid, p)
+        return {
+            "pred": pred, "target": target, "mask": enc["mask"].reshape(B, self.grid, self.grid),
+            "mask_pixels": pix, "ids_restore": enc["ids_restore"],
+            "loss": self.loss(pred, target, enc["mask"]),
+            "image": images, "reconstruction": rec,
+            "panels": {
+                "original": self.denormalize(images),
+                "masked": self.denormalize(images) * (1 - pix),
+                "reconstruction": self.denormalize(rec),
+                "reconstruction_visible": self.denormalize(images * (1 - pix) + rec * pix),
+            },
+        }
+
+    # -------------------------------------------------------------------------- features
+    def available_layers(self) -> list[str]:
+        return [f"block{i}" for i in range(len(self.encoder.blocks))] + ["norm"]
+
+    def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
+        final, outs = vit_blocks(self.encoder, vit_embed(self.encoder, images), layers)
+        outs["norm"] = final
+        return outs
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Un-masked encoder tokens (B, 1+L, C) after the final norm (mmpretrain extract_feat)."""
+        return vit_blocks(self.encoder, vit_embed(self.encoder, images), set())[0]
+
+    # -------------------------------------------------------------------------- weights
+    def key_maps(self) -> list[KeyMap]:
+        return [rules.mm_mae(), rules.official_mae(), rules.identity()]
+
+    def resize_tensor(self, key: str, tensor: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
+        if key.endswith("pos_embed"):
+            return resize_vit_pos_embed(tensor, ref)
+        return None
+
+

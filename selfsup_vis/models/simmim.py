@@ -1,0 +1,112 @@
+"""SimMIM (Xie et al.) on a timm Swin: mask token after the patch embedding, linear decoder
+(1x1 conv + PixelShuffle), L1 on masked pixels; numerically mmpretrain's ``SimMIM``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from selfsup_vis.checkpoints import rules
+from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.models.backbones import build_swin, resize_swin_table, swin_stages
+from selfsup_vis.models.base import SSLModule
+
+
+class SimMIM(SSLModule):
+    """SimMIM LightningModule: ``encoder`` (timm SwinTransformer), ``mask_token``, ``decoder``."""
+
+    required_prefixes = ("encoder.",)
+
+    def __init__(self, img_size: int = 192, patch_size: int = 4, embed_dim: int = 128,
+                 depths: tuple[int, ...] = (2, 2, 18, 2), num_heads: tuple[int, ...] = (4, 8, 16, 32),
+                 window_size: int = 6, mlp_ratio: float = 4.0, pad_small_map: bool = False,
+                 encoder_stride: int = 32, mask_patch_size: int = 32, mask_ratio: float = 0.6,
+                 drop_path_rate: float = 0.0, pipeline: str = "simmim", **common: Any) -> None:
+        super().__init__(img_size=img_size, pipeline=pipeline, **common)
+        self.save_hyperparameters()
+        self.patch_size, self.encoder_stride = patch_size, encoder_stride
+        self.mask_patch_size, self.mask_ratio = mask_patch_size, mask_ratio
+        self.encoder = build_swin(img_size, patch_size, embed_dim, depths, num_heads, window_size,
+                                  mlp_ratio, pad_small_map, drop_path_rate)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        out_ch = self.encoder.num_features
+        self.decoder = nn.Sequential(
+            nn.Conv2d(out_ch, encoder_stride**2 * 3, kernel_size=1), nn.PixelShuffle(encoder_stride))
+        self.grid = img_size // patch_size
+
+    def encode(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm feature map (B, C, H/32, W/32); ``mask`` (B, H/p, W/p), 1 = masked."""
+        return swin_stages(self.encoder, images, set(), mask, self.mask_token)[0]
+
+    def loss(self, rec: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        m = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1).contiguous().to(rec.dtype)
+        l1 = (rec - images).abs()
+        return (l1 * m).sum() / m.sum() / 3
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        feat = self.encode(images, mask)
+        rec = self.decoder(feat)
+        return {"feat": feat, "rec": rec, "loss": self.loss(rec, images, mask)}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self(batch["image"], batch["mask"])
+        self.log_losses({"loss": out["loss"]}, batch["image"].shape[0])
+        return out["loss"]
+
+    def make_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random SimMIM masks (B, H/p, W/p) int64 with this model's mask settings."""
+        side = self.img_size // self.mask_patch_size
+        scale = self.mask_patch_size // self.patch_size
+        count = int(torch.tensor(side * side * self.mask_ratio).ceil().item())
+        rows = []
+        for _ in range(batch):
+            idx = torch.randperm(side * side, generator=generator)[:count]
+            m = torch.zeros(side * side, dtype=torch.long)
+            m[idx] = 1
+            rows.append(m.view(side, side).repeat_interleave(scale, 0).repeat_interleave(scale, 1))
+        return torch.stack(rows)
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Prediction (B, 3, H, W) in the model's normalised space, the mask (B, H/p, W/p),
+        the target (= input) and the four display panels (0..1)."""
+        if mask is None:
+            mask = self.make_mask(images.shape[0], generator).to(images.device)
+        out = self(images, mask)
+        p = self.patch_size
+        pix = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1).to(images.dtype)
+        rec = out["rec"]
+        return {
+            "pred": rec, "target": images, "mask": mask.long(), "mask_pixels": pix,
+            "loss": out["loss"], "image": images, "reconstruction": rec,
+            "panels": {
+                "original": self.denormalize(images),
+                "masked": self.denormalize(images) * (1 - pix),
+                "reconstruction": self.denormalize(rec),
+                "reconstruction_visible": self.denormalize(images * (1 - pix) + rec * pix),
+            },
+        }
+
+    def available_layers(self) -> list[str]:
+        return [f"stage{i}" for i in range(len(self.encoder.layers))] + ["norm"]
+
+    def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
+        final, outs = swin_stages(self.encoder, images, layers)
+        outs["norm"] = final
+        return outs
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode(images, None)
+
+    def key_maps(self) -> list[KeyMap]:
+        return [rules.mm_simmim(), rules.timm_swin_encoder(), rules.identity()]
+
+    def resize_tensor(self, key: str, tensor: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
+        if key.endswith("relative_position_bias_table"):
+            return resize_swin_table(tensor, ref)
+        return None
