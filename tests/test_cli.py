@@ -67,7 +67,9 @@ def test_browse_skip_type_and_val_phase(tmp_path):
         tmp_path,
     )
     assert_ok(proc)
-    assert "ColorJitter" not in json.loads((out / "summary.json").read_text())["pipeline"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == ["ColorJitter", "GaussianBlur"]
+    assert "→ ColorJitter" not in summary["pipeline"] and "→ RandomGrayscale" in summary["pipeline"]
     out2 = tmp_path / "val"
     assert_ok(run_cli(["task.phase=val", "task.n_samples=2", f"hydra.run.dir={out2}"], tmp_path))
     assert json.loads((out2 / "summary.json").read_text())["samples"][0]["view_shapes"] == [[3, 64, 64]]

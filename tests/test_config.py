@@ -85,10 +85,17 @@ def test_misspelt_key_names_the_valid_keys():
     assert "dataset.skip_corrupt" in msg
 
 
+def _error_chain(overrides: list[str]) -> str:
+    with pytest.raises(Exception) as info:
+        compose_cfg(overrides)
+    err, parts = info.value, []
+    while err is not None:
+        parts.append(str(err))
+        err = err.__cause__ or err.__context__
+    return "\n".join(parts)
+
+
 def test_schema_rejects_wrong_types_and_values():
-    with pytest.raises(Exception, match="n_samples"):
-        compose_cfg(["task.n_samples=many"])
-    with pytest.raises(Exception, match="train, val"):
-        compose_cfg(["task.phase=test"])
-    with pytest.raises(Exception, match="max_epoch"):
-        compose_cfg(["trainer.max_epoch=3"])
+    assert "n_samples" in _error_chain(["task.n_samples=many"])
+    assert "expected one of [train, val]" in _error_chain(["task.phase=test"])
+    assert "max_epoch" in _error_chain(["trainer.max_epoch=3"])

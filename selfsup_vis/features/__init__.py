@@ -1,0 +1,1 @@
+"""Per-layer feature extraction with Trainer.predict: streamed shards, DDP-exact merge, cache."""

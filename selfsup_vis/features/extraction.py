@@ -1,0 +1,132 @@
+"""Stream features of ``Trainer.predict`` to disk and merge per-rank shards by sample index.
+
+Each rank appends the raw float32 rows of every layer (and the sample positions) to its own
+files while predicting, so memory does not grow with the dataset. Rank zero then writes
+``features/<layer>.npy`` (N, D) by sample position: the duplicates a DistributedSampler pads
+with land on the same row, and a missing sample is an error rather than a silent hole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from selfsup_vis.utils.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def layer_file_name(layer: str) -> str:
+    return layer.replace("/", "_").replace("+", "plus")
+
+
+class FeatureShardWriter(BasePredictionWriter):
+    """Append each batch's features to ``<shard_dir>/rank<r>/<layer>.f32`` (+ ``positions.i64``).
+
+    ``positions`` maps a sample's dataset ``index`` to its row in the final array.
+    """
+
+    def __init__(self, shard_dir: str | Path, positions: dict[int, int]) -> None:
+        super().__init__(write_interval="batch")
+        self.shard_dir = Path(shard_dir)
+        self.positions = positions
+        self.dims: dict[str, int] = {}
+
+    def _rank_dir(self, trainer: pl.Trainer) -> Path:
+        d = self.shard_dir / f"rank{trainer.global_rank}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        d = self._rank_dir(trainer)
+        for f in d.iterdir():
+            f.unlink()
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        d = self._rank_dir(trainer)
+        index = prediction["index"].detach().cpu().numpy().astype(np.int64)
+        rows = np.array([self.positions[int(i)] for i in index], dtype=np.int64)
+        for layer, feats in prediction["features"].items():
+            arr = feats.detach().float().cpu().numpy().astype(np.float32, copy=False)
+            self.dims.setdefault(layer, arr.shape[1])
+            with open(d / f"{layer_file_name(layer)}.f32", "ab") as f:
+                f.write(np.ascontiguousarray(arr).tobytes())
+        with open(d / "positions.i64", "ab") as f:
+            f.write(rows.tobytes())
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        (self._rank_dir(trainer) / "dims.json").write_text(json.dumps(self.dims))
+
+
+def merge_shards(shard_dir: Path, out_dir: Path, layers: Sequence[str], n: int) -> dict[str, Path]:
+    """Merge every rank's shards into ``out_dir/<layer>.npy`` (N, D) float32, by position."""
+    ranks = sorted(p for p in Path(shard_dir).glob("rank*") if (p / "positions.i64").exists())
+    if not ranks:
+        raise RuntimeError(f"no feature shards in {shard_dir}")
+    dims: dict[str, int] = {}
+    for r in ranks:
+        dims.update(json.loads((r / "dims.json").read_text()))
+    seen = np.zeros(n, dtype=bool)
+    for r in ranks:
+        seen[np.fromfile(r / "positions.i64", dtype=np.int64)] = True
+    if not seen.all():
+        missing = np.flatnonzero(~seen)
+        raise RuntimeError(f"feature extraction lost {missing.size} of {n} samples (first: {missing[:5].tolist()})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for layer in layers:
+        name = layer_file_name(layer)
+        path = out_dir / f"{name}.npy"
+        with atomic_path(path) as tmp:
+            merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dims[layer]))
+            for r in ranks:
+                pos = np.fromfile(r / "positions.i64", dtype=np.int64)
+                rows = np.memmap(r / f"{name}.f32", dtype=np.float32, mode="r").reshape(len(pos), dims[layer])
+                merged[pos] = rows
+            merged.flush()
+            del merged
+        paths[layer] = path
+    return paths
+
+
+def extract_features(
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    layers: Sequence[str],
+    indices: Sequence[int],
+    work_dir: Path,
+    out_dir: Path,
+) -> dict[str, Path] | None:
+    """Run ``trainer.predict`` over ``indices`` of the eval split; rank zero merges the shards
+    into ``out_dir`` and returns the paths (other ranks return None)."""
+    positions = {int(i): p for p, i in enumerate(indices)}
+    shard_dir = Path(work_dir) / "shards"
+    writer = FeatureShardWriter(shard_dir, positions)
+    trainer.callbacks.append(writer)
+    model.predict_layers = list(layers)
+    datamodule.predict_indices = list(indices)
+    trainer.predict(model, datamodule=datamodule, return_predictions=False)
+    trainer.strategy.barrier("features-written")
+    if not trainer.is_global_zero:
+        return None
+    paths = merge_shards(shard_dir, Path(out_dir), layers, len(indices))
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    return paths
