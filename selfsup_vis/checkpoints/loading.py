@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -105,11 +106,14 @@ def safe_load(path: str | os.PathLike) -> object:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln
+                       or "WeightsUnpickler" in ln), str(e).splitlines()[0] if str(e) else "")
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", detail).split(". Please use")[0]
         raise CheckpointError(
             f"refusing to load {path}: it contains pickled Python objects beyond tensors and "
-            f"plain containers, and selfsup_vis never executes pickled code (weights_only=True). "
-            f"Details: {str(e).splitlines()[0]}. If you trust the file, re-save only its "
-            f"tensors, e.g. torch.save(torch.load(p, weights_only=False)['state_dict'], out)."
+            f"plain containers ({detail}), and selfsup_vis never executes pickled code "
+            f"(torch.load weights_only=True). If you trust the file, re-save only its tensors "
+            f"elsewhere, e.g. torch.save(torch.load(p, weights_only=False)['state_dict'], out)."
         ) from e
     except (EOFError, RuntimeError, OSError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e

@@ -89,7 +89,8 @@ class HOGGenerator(nn.Module):
 def hog_glyphs(cells: torch.Tensor, cell_px: int = 8) -> torch.Tensor:
     """Render (B, C, nbins, h, w) histograms as (B, 1, h*cell_px, w*cell_px) images: each bin
     draws a line along the edge direction (perpendicular to its gradient orientation) with
-    brightness proportional to its value, channels averaged; a transposed conv does it."""
+    brightness proportional to its (clamped >= 0) value, channels averaged; a transposed conv
+    does it. Unnormalised: divide several renderings by one common scale to compare them."""
     nbins = cells.shape[2]
     hist = cells.mean(dim=1)  # (B, nbins, h, w)
     yy, xx = torch.meshgrid(torch.arange(cell_px, dtype=torch.float32) - (cell_px - 1) / 2,
@@ -97,10 +98,11 @@ def hog_glyphs(cells: torch.Tensor, cell_px: int = 8) -> torch.Tensor:
                             indexing="ij")
     stencils = []
     for b in range(nbins):
-        theta = (b + 0.5) * math.pi / nbins  # gradient angle (bin centre); edge is at +90 deg
-        ex, ey = -math.sin(theta), math.cos(theta)
+        # bin centre of phase = atan2(gx, gy): the gradient is (sin t, cos t) in (column, row)
+        # coordinates, so the edge runs along (cos t, -sin t)
+        theta = (b + 0.5) * math.pi / nbins
+        ex, ey = math.cos(theta), -math.sin(theta)
         dist = (xx * ey - yy * ex).abs()  # distance from the edge line through the centre
         stencils.append((1 - dist).clamp(min=0))
     kernel = torch.stack(stencils).unsqueeze(1).to(cells)  # (nbins, 1, k, k)
-    img = F.conv_transpose2d(hist, kernel, stride=cell_px)
-    return img / img.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)
+    return F.conv_transpose2d(hist.clamp(min=0), kernel, stride=cell_px)

@@ -182,7 +182,7 @@ class MAE(SSLModule):
         rec = unpatchify(rec_patches, p)
         pix = patch_mask_to_pixels(enc["mask"], self.grid, p)
         return {
-            "pred": pred, "target": target, "mask": enc["mask"].reshape(B, self.grid, self.grid),
+            "pred": pred, "target": target, "mask": enc["mask"].reshape(B, self.grid, self.grid).long(),
             "mask_pixels": pix, "ids_restore": enc["ids_restore"],
             "loss": self.loss(pred, target, enc["mask"]),
             "image": images, "reconstruction": rec,

@@ -90,8 +90,11 @@ class MaskFeat(SSLModule):
                  {"target": target, "pred": pred, "mixed": mixed}.items()}
         pix = patch_mask_to_pixels(mask, self.grid, self.patch_size)
 
+        ref = hog_glyphs(cells["target"], self.hog.pool)
+        scale = ref.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)  # one scale per image
+
         def glyph(c: torch.Tensor) -> torch.Tensor:
-            return hog_glyphs(c, self.hog.pool).expand(-1, 3, -1, -1)
+            return (hog_glyphs(c, self.hog.pool) / scale).clamp(0, 1).expand(-1, 3, -1, -1)
 
         return {
             "pred": pred, "target": target, "mask": mask.long(), "mask_pixels": pix,

@@ -1,0 +1,138 @@
+"""The tiny model configs: features, layer names, training step, reconstruction panels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from selfsup_vis.config import conf_dir, register_configs
+from selfsup_vis.models import build_model
+
+TINY = ["mae_tiny", "simmim_tiny", "maskfeat_tiny", "mocov2_tiny", "classifier_tiny"]
+MIM = ["mae_tiny", "simmim_tiny", "maskfeat_tiny"]
+PANELS = {"original", "masked", "reconstruction", "reconstruction_visible"}
+
+
+@pytest.fixture(scope="module")
+def models() -> dict:
+    register_configs()
+    GlobalHydra.instance().clear()
+    out = {}
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        for name in TINY:
+            cfg = compose("config", overrides=[f"model={name}"])
+            torch.manual_seed(0)
+            out[name] = (cfg.model, build_model(cfg.model).eval())
+    GlobalHydra.instance().clear()
+    return out
+
+
+def _images(cfg, b: int = 2) -> torch.Tensor:
+    return torch.randn(b, 3, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_extract_features_every_layer(models, name: str) -> None:
+    cfg, m = models[name]
+    layers = m.available_layers()
+    assert layers and m.default_layers()
+    feats = m.extract_features(_images(cfg), layers)
+    assert list(feats) == layers
+    for k, v in feats.items():
+        assert v.dim() == 2 and v.shape[0] == 2 and torch.isfinite(v).all(), k
+    tok = sorted(getattr(m, "token_layers", ()))
+    if tok:
+        f = m.extract_features(_images(cfg), [f"{tok[0]}.cls", f"{tok[0]}.mean", f"{tok[0]}.cls+mean"])
+        d = f[f"{tok[0]}.cls"].shape[1]
+        assert f[f"{tok[0]}.cls+mean"].shape[1] == 2 * d
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_unknown_layer_lists_valid_names(models, name: str) -> None:
+    cfg, m = models[name]
+    with pytest.raises(ValueError) as e:
+        m.extract_features(_images(cfg), ["no_such_layer"])
+    assert "no_such_layer" in str(e.value) and m.available_layers()[0] in str(e.value)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_predict_step_contract(models, name: str) -> None:
+    cfg, m = models[name]
+    batch = {"image": _images(cfg), "label": torch.tensor([1, 2]), "index": torch.tensor([5, 6])}
+    out = m.predict_step(batch, 0)
+    assert set(out) >= {"features", "labels", "index"}
+    assert torch.equal(out["index"], batch["index"])
+    assert set(out["features"]) == set(m.default_layers())
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_training_step_gives_finite_loss_and_grads(models, name: str) -> None:
+    cfg, m = models[name]
+    x = _images(cfg)
+    batch = {"image": x, "label": torch.tensor([1, 2]), "index": torch.tensor([0, 1])}
+    if name == "mocov2_tiny":
+        batch["views"] = [x, x.flip(-1)]
+    if name in ("simmim_tiny", "maskfeat_tiny"):
+        batch["mask"] = m.make_mask(2, torch.Generator().manual_seed(0))
+    m.train()
+    m.log = lambda *a, **k: None  # no trainer attached
+    ptr = int(getattr(m, "queue_ptr", torch.zeros(1)))
+    loss = m.training_step(batch, 0)
+    m.eval()
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in m.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    m.zero_grad(set_to_none=True)
+    if name == "mocov2_tiny":
+        assert int(m.queue_ptr) == (ptr + 2) % m.queue.shape[1]
+
+
+@pytest.mark.parametrize("name", MIM)
+def test_reconstruct_outputs(models, name: str) -> None:
+    cfg, m = models[name]
+    x = _images(cfg)
+    out = m.reconstruct(x, generator=torch.Generator().manual_seed(3))
+    assert {"pred", "mask", "target", "panels", "mask_pixels", "loss"} <= set(out)
+    assert set(out["panels"]) == PANELS
+    for k, v in out["panels"].items():
+        assert v.shape == (2, 3, cfg.img_size, cfg.img_size), k
+        assert float(v.min()) >= 0 and float(v.max()) <= 1, k
+    mask = out["mask"]
+    assert mask.dtype == torch.long and set(mask.unique().tolist()) <= {0, 1}
+    # the mask that was used can be fed back and gives the same prediction
+    again = m.reconstruct(x, mask=mask)
+    assert torch.equal(again["mask"], mask)
+    assert torch.allclose(again["pred"], out["pred"], atol=1e-5)
+    vis = 1 - out["mask_pixels"]
+    orig, rv = out["panels"]["original"], out["panels"]["reconstruction_visible"]
+    if name != "maskfeat_tiny":  # visible pixels are the original ones
+        assert torch.allclose(orig * vis, rv * vis, atol=1e-5)
+
+
+def test_mae_reconstruction_is_exact_for_perfect_prediction(models) -> None:
+    """De-normalising per patch: a prediction equal to the norm-pix target gives the image."""
+    cfg, m = models["mae_tiny"]
+    x = _images(cfg)
+    out = m.reconstruct(x)
+    from selfsup_vis.models.mae import patchify, unpatchify
+
+    raw = patchify(x, m.patch_size)
+    rec = unpatchify(out["target"] * (raw.var(-1, keepdim=True) + 1e-6) ** 0.5 + raw.mean(-1, keepdim=True),
+                     m.patch_size)
+    assert torch.allclose(rec, x, atol=1e-4)
+
+
+def test_mae_non_norm_pix(models) -> None:
+    cfg, _ = models["mae_tiny"]
+    m = build_model({**dict(cfg), "norm_pix": False})
+    out = m.reconstruct(_images(cfg))
+    assert torch.allclose(out["reconstruction"], __import__("selfsup_vis.models.mae", fromlist=["unpatchify"])
+                          .unpatchify(out["pred"], m.patch_size))
+
+
+def test_classifier_logits(models) -> None:
+    cfg, m = models["classifier_tiny"]
+    assert m(_images(cfg)).shape == (2, 1000)
