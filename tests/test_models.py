@@ -136,3 +136,18 @@ def test_mae_non_norm_pix(models) -> None:
 def test_classifier_logits(models) -> None:
     cfg, m = models["classifier_tiny"]
     assert m(_images(cfg)).shape == (2, 1000)
+
+
+def test_timm_classifier_by_name() -> None:
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["model=timm", "model.name=resnet18", "model.img_size=32",
+                                           "model.num_classes=7"])
+    GlobalHydra.instance().clear()
+    m = build_model(cfg.model).eval()
+    assert m.model.default_cfg["architecture"] == "resnet18"
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+    assert set(m.extract_features(torch.randn(1, 3, 32, 32), ["pre_logits", "logits"])) == {"pre_logits", "logits"}
+    with pytest.raises(Exception, match="no_such_net"):
+        build_model({**dict(cfg.model), "name": "no_such_net"})

@@ -127,7 +127,7 @@ class MMClassifierConfig(ModelConfig):
 @dataclass
 class TimmClassifierConfig(ModelConfig):
     _target_: str = "selfsup_vis.models.classifier.TimmClassifier"
-    model_name: str = "resnet50"
+    model_name: str | None = None  # timm model name; default: ``name``
     pretrained: bool = False  # True uses timm's own download / HF cache
     num_classes: int = 1000
     model_kwargs: dict[str, Any] = field(default_factory=dict)

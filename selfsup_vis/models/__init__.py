@@ -39,4 +39,6 @@ def build_model(cfg: Mapping[str, Any] | Any, load: bool = True, device: str | t
     if load and cfg.get("checkpoint"):
         report = model.load_weights(cfg["checkpoint"])
         log.info("%s", report.summary())
+        for w in report.warnings:
+            log.warning("%s: %s", cfg["checkpoint"], w)
     return model

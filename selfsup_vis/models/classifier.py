@@ -151,11 +151,14 @@ class TimmClassifier(_ClassifierBase):
     """Any timm classifier by name. ``pretrained`` uses timm's own download/cache (off by
     default: no network needed); ``checkpoint`` loads a timm state dict or one of ours."""
 
-    def __init__(self, model_name: str = "resnet50", pretrained: bool = False,
+    def __init__(self, model_name: str | None = None, pretrained: bool = False,
                  num_classes: int = 1000, img_size: int = 224, pipeline: str = "eval",
                  model_kwargs: dict[str, Any] | None = None, **common: Any) -> None:
         super().__init__(img_size=img_size, pipeline=pipeline, **common)
         self.save_hyperparameters()
+        model_name = model_name or self.model_name  # `model=timm model.name=resnet50`
+        if model_name not in timm.list_models() and model_name.split(".")[0] not in timm.list_models():
+            raise ValueError(f"unknown timm model {model_name!r} (see timm.list_models())")
         self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=num_classes,
                                        **dict(model_kwargs or {}))
         self.num_prefix_tokens = getattr(self.model, "num_prefix_tokens", 1)
