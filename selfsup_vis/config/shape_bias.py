@@ -24,8 +24,9 @@ class ShapeBiasTaskConfig:
     train_steps: int = 150
     train_split: str = "train"
     train_lr: float = 3e-3
-    train_batch_size: int = 32
     train: bool | None = None  # null: train only when the model has no checkpoint and data is synthetic
+    # used when cfg.model is not a classifier (the root default) and the data is synthetic
+    fallback_model: str = "classifier_tiny"
     # reference data drawn in the same figure: CSV dirs (humans, reference models), icons
     reference_csv_dirs: list[str] = field(default_factory=list)
     icons_dir: str | None = None

@@ -52,18 +52,28 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         )
     if df.empty:
         raise ValueError(f"{path}: no rows")
+    return _with_derived_columns(df, str(path))
+
+
+def frame_from_rows(rows: Sequence[dict[str, Any]], source: str = "<metric>") -> pd.DataFrame:
+    """Rows as the metric yields them -> the same DataFrame ``read_csv`` gives for a file."""
+    df = pd.DataFrame(list(rows), columns=list(CSV_COLUMNS)).astype(str)
+    return _with_derived_columns(df, source)
+
+
+def _with_derived_columns(df: pd.DataFrame, source: str) -> pd.DataFrame:
     for col in ("subj", "object_response", "category", "imagename"):
         df[col] = df[col].str.strip()
     blank = df["imagename"] == ""
     if blank.any():
-        raise ValueError(f"{path}: column 'imagename' is empty in row(s) "
+        raise ValueError(f"{source}: column 'imagename' is empty in row(s) "
                          f"{(np.flatnonzero(blank.to_numpy()) + 2).tolist()[:5]} (file lines)")
     df["shape"] = df["category"].str.lower()
     df["texture"] = df["imagename"].map(texture_of)
     df["stimulus"] = df["imagename"].map(stimulus_part)
     response = df["object_response"].str.lower()
     df["response"] = response.where(~response.isin(_NO_RESPONSE), "na")
-    df["file"] = str(path)
+    df["file"] = source
     return df
 
 

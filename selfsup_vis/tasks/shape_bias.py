@@ -1,0 +1,224 @@
+"""task=shape_bias: a classifier on cue-conflict images, scored as model-vs-human does.
+
+config -> data (cue-conflict folder, or the synthetic conflict split) -> classifier (trained
+in-process for a few steps on synthetic data when it has no checkpoint) -> Trainer.test with
+the ``ShapeBias`` metric updated in ``test_step`` (its states gather across DDP ranks) ->
+``cue-conflict_<model>_session-1.csv``, ``summary.json``, ``shape_bias.csv`` and the matrix
+plot (with humans / reference models from ``task.reference_csv_dirs``), the scalars and the
+figure sent to every logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import hydra
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from selfsup_vis.data.transforms import pipeline_for_model
+from selfsup_vis.metrics.shape_bias import ShapeBias, summary_from_compute
+from selfsup_vis.plotting.log import log_figure, save_figure
+from selfsup_vis.plotting.shape_bias import apply_styles, plot_shape_bias_matrix
+from selfsup_vis.shape_bias.analysis import (
+    build_groups,
+    csv_name,
+    frame_from_rows,
+    read_csv_dirs,
+    summary_table,
+    write_rows_csv,
+)
+from selfsup_vis.shape_bias.categories import CATEGORIES
+from selfsup_vis.tasks.common import (
+    build_trainer,
+    instantiate_loggers,
+    is_global_zero,
+    phase,
+    run_dir,
+    write_summary,
+)
+from selfsup_vis.tasks.plot_shape_bias import resolve_icons
+from selfsup_vis.utils.io import write_with
+
+log = logging.getLogger(__name__)
+
+
+class ShapeBiasEvaluator(pl.LightningModule):
+    """Wraps a classifier for ``Trainer.test``: logits -> ``ShapeBias.update`` per batch; the
+    metric's ``compute`` (synced across ranks) at the end of the epoch."""
+
+    def __init__(self, classifier: torch.nn.Module, metric: ShapeBias) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.metric = metric
+        self.summary: dict[str, Any] | None = None
+        self.rows: list[dict[str, Any]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(images)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        if batch["index"].numel() == 0:  # every image of the batch was skipped
+            return
+        logits = self(batch["image"])
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"the classifier's forward returned {type(logits).__name__}, "
+                            "expected a (batch, classes) logits tensor")
+        self.metric.update(logits, list(batch["name"]), index=batch["index"])
+
+    def on_test_epoch_end(self) -> None:
+        out = self.metric.compute()  # gathers the per-sample states of every rank
+        self.summary = summary_from_compute(out, self.metric.categories)
+        self.rows = self.metric.rows()
+        scalars = {f"shape_bias/{k}": self.summary[k]
+                   for k in ("shape_bias", "shape_accuracy", "texture_accuracy", "accuracy")}
+        scalars.update({f"shape_bias/category/{c}": v
+                        for c, v in self.summary["shape_bias_per_category"].items()})
+        scalars.update({f"shape_bias/{k}": float(v) for k, v in self.summary["counts"].items()})
+        self.log_dict(scalars, rank_zero_only=True)  # already global: no second sync
+
+
+def _is_classifier(model_cfg: Any) -> bool:
+    from selfsup_vis.models.classifier import MMClassifier, TimmClassifier
+
+    try:
+        cls = hydra.utils.get_class(model_cfg["_target_"])
+    except Exception:
+        return False
+    return isinstance(cls, type) and issubclass(cls, MMClassifier | TimmClassifier)
+
+
+def _compose_model(name: str) -> DictConfig:
+    """The model config ``conf/model/<name>.yaml`` composed like ``model=<name>``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from selfsup_vis.config import conf_dir
+
+    if GlobalHydra.instance().is_initialized():
+        return compose("config", overrides=[f"model={name}"]).model
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=[f"model={name}"]).model
+
+
+def _num_outputs(model: torch.nn.Module, img_size: int) -> int:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, img_size, img_size))
+    model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise TypeError(f"the classifier must return (batch, classes) logits, got "
+                        f"{getattr(out, 'shape', type(out).__name__)}")
+    return int(out.shape[1])
+
+
+def _train_in_process(cfg: DictConfig, model: pl.LightningModule, dm: Any, loggers: list,
+                      steps: int, split: str, lr: float) -> dict[str, Any]:
+    """A few optimisation steps of the classifier's own ``training_step`` on ``split``."""
+    dm.train_split = split
+    if hasattr(model, "optim"):
+        model.optim["lr"] = lr
+    trainer = build_trainer(cfg, loggers, [], max_steps=steps, max_epochs=-1,
+                            limit_val_batches=0, num_sanity_val_steps=0,
+                            enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    loss = trainer.callback_metrics.get("train/loss")
+    return {"steps": int(trainer.global_step), "split": split, "lr": lr,
+            "final_loss": float(loss) if loss is not None else math.nan}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from selfsup_vis.data.datamodule import SyntheticDataModule
+    from selfsup_vis.models import build_model
+
+    t = cfg.task
+    dm = hydra.utils.instantiate(cfg.dataset)
+    synthetic = isinstance(dm, SyntheticDataModule)
+    model_cfg = cfg.model
+    if not _is_classifier(model_cfg):
+        if not synthetic:
+            raise ValueError(f"task=shape_bias needs a classifier; model={model_cfg.get('name')} "
+                             f"({model_cfg.get('_target_')}) is not one. Use e.g. model=timm "
+                             "model.model_name=resnet50 or model=mmcls model.checkpoint=...")
+        log.info("model %s is not a classifier: using model=%s on the synthetic data",
+                 model_cfg.get("name"), t.fallback_model)
+        model_cfg = _compose_model(t.fallback_model)
+    model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+
+    dm.eval_split = t.split
+    eval_set = dm.dataset(t.split)
+    categories = list(eval_set.classes) if synthetic else list(CATEGORIES)
+    if not synthetic and list(eval_set.classes) != list(CATEGORIES):
+        raise ValueError(f"cue-conflict folders {eval_set.classes} are not the 16 categories")
+    train = t.train if t.train is not None else (synthetic and not model_cfg.get("checkpoint"))
+    if train and synthetic:
+        model_cfg["num_classes"] = len(categories)
+    model = build_model(model_cfg)
+    n_out = _num_outputs(model, int(model_cfg["img_size"]))
+    mapping = t.decision_mapping or ("imagenet" if n_out == 1000 else "identity")
+    if mapping == "identity" and n_out != len(categories):
+        raise ValueError(
+            f"the classifier outputs {n_out} classes but {dm.name} has {len(categories)} "
+            f"categories {categories}; use a {len(categories)}-class model, task.train=true "
+            "(synthetic data) or task.decision_mapping=imagenet for 1000 ImageNet logits")
+
+    pipeline = pipeline_for_model(OmegaConf.create(model_cfg), "eval", crop_pct=dm.eval_crop_pct)
+    dm.set_pipelines(train=pipeline, eval=pipeline)
+    loggers = instantiate_loggers(cfg)
+    model_name = t.model_name or model_cfg.get("name") or "model"
+    training = None
+    if train:
+        with phase(f"training {model_name} in-process on {t.train_split} ({t.train_steps} steps)"):
+            training = _train_in_process(cfg, model, dm, loggers, t.train_steps, t.train_split,
+                                         t.train_lr)
+
+    metric = ShapeBias(categories, mapping, subject=model_name)
+    evaluator = ShapeBiasEvaluator(model, metric)
+    trainer = build_trainer(cfg, loggers, [])
+    with phase(f"shape bias of {model_name} on {dm.name}/{t.split} ({len(eval_set)} images)"):
+        trainer.test(evaluator, dataloaders=dm.test_dataloader(), verbose=False)
+    assert evaluator.summary is not None
+    result = evaluator.summary
+    summary: dict[str, Any] = {
+        "model": model_name, "dataset": dm.name, "split": t.split,
+        "decision_mapping": mapping, "categories": categories,
+        "preprocessing": getattr(dm, "preprocessing", None),
+        **result, "trained_in_process": training,
+    }
+    if not is_global_zero():
+        return summary
+
+    out = run_dir()
+    csv_path = write_rows_csv(out / csv_name(model_name), evaluator.rows)
+    df = frame_from_rows(evaluator.rows, str(csv_path))
+    reference_dirs = list(t.reference_csv_dirs)
+    if reference_dirs and categories == list(CATEGORIES):
+        ref = read_csv_dirs(reference_dirs)
+        clash = ref["subj"] == model_name
+        if clash.any():
+            log.warning("reference CSVs also hold subject %r; leaving those rows out", model_name)
+        df = pd.concat([ref[~clash], df], ignore_index=True)
+    elif reference_dirs:
+        log.warning("reference CSVs are for the 16 cue-conflict categories; not drawn for %s",
+                    dm.name)
+    groups = build_groups(df, None, None, categories)
+    apply_styles(groups)
+    write_with(out / "shape_bias.csv",
+               lambda tmp: summary_table(groups, categories).to_csv(tmp, index=False))
+    icons = resolve_icons(t.icons_dir) if categories == list(CATEGORIES) else {}
+    fig = plot_shape_bias_matrix(groups, categories, icons)
+    figures = save_figure(fig, out / "shape_bias_matrixplot", list(t.formats))
+    log_figure(loggers, "shape_bias/matrixplot", fig)
+    summary["files"] = {"csv": str(csv_path), "table": str(out / "shape_bias.csv"),
+                        "figures": [str(p) for p in figures]}
+    summary["reference"] = {g.name: g.shape_bias for g in groups if g.name != model_name}
+    write_summary(summary)
+    log.info("shape bias of %s: %.4f (%d shape / %d texture decisions on %d conflict images)",
+             model_name, result["shape_bias"], result["counts"]["num_shape_hits"],
+             result["counts"]["num_texture_hits"], result["counts"]["num_conflict"])
+    return summary
