@@ -122,3 +122,26 @@ def test_script_reports_bad_colours_without_traceback(tmp_path, capsys):
                         "--model-names", "resnet50", "--colors", "1", "2"])
     assert code == 2
     assert "colors: 2 numbers given for 1 model" in capsys.readouterr().err
+
+
+@needs_data
+def test_plot_task_through_hydra_config(compose_in, tmp_path):
+    from omegaconf import open_dict
+
+    from selfsup_vis.tasks.common import run_task
+
+    cfg = compose_in(["task=plot_shape_bias", f"task.csv_dirs=[{CSV_DIR}]",
+                      "task.models=[resnet50,simclr-resnet50x1]",
+                      "task.plotting_names=[ResNet-50,SimCLR]",
+                      "task.colors=[[65,90,140],[210,150,0]]", "task.markers=[o,s]",
+                      f"task.icons_dir={ICONS}", "task.formats=[png]", "logger=csv"])
+    with open_dict(cfg):
+        cfg.pop("hydra")
+    summary = run_task(cfg)
+    assert list(summary["models"]) == ["ResNet-50", "SimCLR", "humans"]
+    assert summary["models"]["SimCLR"]["marker"] == "s"
+    assert (tmp_path / f"{FIGURE_STEM}.png").is_file() and (tmp_path / "shape_bias.csv").is_file()
+    assert "shape_bias/humans" in (tmp_path / "csv" / "metrics.csv").read_text()
+    assert list((tmp_path / "csv" / "images").glob("shape_bias_matrixplot*.png"))
+    with pytest.raises(Exception, match=r"task\.colours"):
+        compose_in(["task=plot_shape_bias", "task.colours=[1]"])  # misspelt key fails early

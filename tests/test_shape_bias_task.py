@@ -25,21 +25,21 @@ def run_task(cfg: DictConfig) -> dict:
     return _run_task(cfg)
 
 
-@pytest.mark.slow  # 1280 images at 224 px: ~25 s on 2 idle cores
+# 1280 images at 224 px: ~20 s on 2 idle cores (not marked slow: under a minute)
 def test_real_cue_conflict_with_random_timm_classifier(compose_in, tmp_path):
     root = needs_shared(DATA / "cue-conflict")
     refs = needs_shared(DATA / "model-vs-human" / "raw-data" / "cue-conflict")
-    cfg = compose_in(["task=shape_bias", "model=timm", "model.model_name=mobilenetv3_small_050",
+    cfg = compose_in(["task=shape_bias", "model=timm", "model.name=mobilenetv3_small_050",
                       "dataset=cue_conflict", f"dataset.root={root}", "dataset.num_workers=0",
                       "dataset.batch_size=64", "logger=csv", f"task.reference_csv_dirs=[{refs}]",
                       f"task.icons_dir={DATA / 'model-vs-human' / 'icons'}", *QUIET])
     summary = run_task(cfg)
-    csv_path = tmp_path / "cue-conflict_timm_mobilenetv3_small_050_session-1.csv"
+    csv_path = tmp_path / "cue-conflict_mobilenetv3_small_050_session-1.csv"
     df = read_csv(csv_path)  # model-vs-human's format: header, columns, names
     assert len(df) == 1280 and df["imagename"].is_unique
     assert list(df["imagename"]) == sorted(df["imagename"])
     assert set(df["category"]) == set(CATEGORIES) and set(df["response"]) <= set(CATEGORIES)
-    assert (df["subj"] == "timm_mobilenetv3_small_050").all()
+    assert (df["subj"] == "mobilenetv3_small_050").all()
     recomputed = shape_bias_stats(df)
     saved = json.loads((tmp_path / "summary.json").read_text())
     for result in (summary, saved):

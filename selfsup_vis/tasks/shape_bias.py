@@ -79,7 +79,8 @@ class ShapeBiasEvaluator(pl.LightningModule):
         scalars.update({f"shape_bias/category/{c}": v
                         for c, v in self.summary["shape_bias_per_category"].items()})
         scalars.update({f"shape_bias/{k}": float(v) for k, v in self.summary["counts"].items()})
-        self.log_dict(scalars, rank_zero_only=True)  # already global: no second sync
+        # the values are already global (identical on every rank): the mean sync keeps them
+        self.log_dict(scalars, sync_dist=True)
 
 
 def _is_classifier(model_cfg: Any) -> bool:
