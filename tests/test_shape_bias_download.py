@@ -102,3 +102,17 @@ def test_incomplete_cue_conflict_folder_lists_missing_and_extra(tmp_path):
     assert "cat/: 81 PNGs, expected 80 (1 extra)" in msg and "photo.png" in msg
     with pytest.raises(CueConflictLayoutError, match="does not exist"):
         list_cue_conflict(tmp_path / "nowhere")
+
+
+def test_download_script_offline_exits_with_message(tmp_path, capsys):
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("dl_script",
+                                                  repo / "scripts" / "download_cue_conflict.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    code = script.main(["--what", "icons", "--dest", str(tmp_path / "icons"),
+                        "--base-url", OFFLINE, "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert code == 1 and "offline" in err and "Traceback" not in err

@@ -105,3 +105,27 @@ def test_incomplete_cue_conflict_folder_and_non_classifier_are_errors(compose_in
                       f"dataset.root={root}", "logger=none", *QUIET])
     with pytest.raises(ValueError, match="needs a classifier"):
         run_task(cfg)
+
+
+def test_cue_conflict_preprocessing_default_is_model_vs_human():
+    import torchvision.transforms.functional as F
+    from omegaconf import OmegaConf
+
+    from selfsup_vis.data.datamodule import CueConflictDataModule
+    from selfsup_vis.data.folders import open_rgb
+    from selfsup_vis.data.transforms import pipeline_for_model
+
+    root = needs_shared(DATA / "cue-conflict")
+    model = OmegaConf.create({"img_size": 224, "mean": [0.485, 0.456, 0.406],
+                              "std": [0.229, 0.224, 0.225]})
+    images = {}
+    for prep in ("model_vs_human", "mmselfsup"):
+        dm = CueConflictDataModule(str(root), preprocessing=prep)
+        ds = dm.dataset("conflict", pipeline_for_model(model, "eval", crop_pct=dm.eval_crop_pct))
+        images[prep] = ds[0]["image"]
+        reference = F.normalize(F.to_tensor(open_rgb(ds.paths[0])), model.mean, model.std)
+    # model-vs-human: the 224 px stimulus as it is, only normalised
+    assert (images["model_vs_human"] - reference).abs().max() < 1e-5
+    # MMSelfSup: resize 256, center-crop 224 -> same size, different pixels
+    assert images["mmselfsup"].shape == reference.shape
+    assert (images["mmselfsup"] - reference).abs().max() > 0.5
