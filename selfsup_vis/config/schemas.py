@@ -8,19 +8,19 @@ value of the wrong type fails when the config is composed, not halfway through a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     train = "train"
     val = "val"
 
 
-class Pipeline(str, Enum):
+class Pipeline(StrEnum):
     eval = "eval"
     mocov2 = "mocov2"
     multicrop = "multicrop"
@@ -135,6 +135,49 @@ class BrowseTaskConfig:
     formats: list[str] = field(default_factory=lambda: ["png"])
 
 
+class EmbeddingBackend(StrEnum):
+    auto = "auto"  # openTSNE when installed, else sklearn
+    opentsne = "opentsne"
+    sklearn = "sklearn"
+    pca = "pca"
+    umap = "umap"
+
+
+class Sampling(StrEnum):
+    random = "random"
+    first = "first"
+
+
+@dataclass
+class TsneTaskConfig:
+    _target_: str = "selfsup_vis.tasks.tsne.run"
+    name: str = "tsne"
+    layers: list[str] = field(default_factory=list)  # empty: the model's default layer(s)
+    pooling: str | None = None  # gap | cls | mean | cls+mean for token layers (model default)
+    split: str | None = None  # default: dataset.eval_split
+    max_num_class: int | None = 20
+    class_idx: list[int] | None = None
+    max_samples_per_class: int | None = None
+    sampling: Sampling = Sampling.random
+    seed: int = 0
+    backend: EmbeddingBackend = EmbeddingBackend.auto
+    perplexity: float = 30.0
+    n_iter: int | None = None  # None: backend default (sklearn: 1000 as MMSelfSup)
+    learning_rate: Any = None  # None: backend default (sklearn: 200 as MMSelfSup), or "auto"
+    early_exaggeration: float = 12.0
+    init: str | None = None  # random | pca (backend default)
+    pca_dims: Any = "auto"  # PCA pre-reduction: int, null (off) or "auto"
+    n_jobs: int = -1
+    cache: bool = True
+    cache_dir: str | None = None  # default: $SELFSUP_VIS_CACHE/features or ~/.cache/selfsup_vis
+    replot: bool = False  # redraw from task.from_dir's saved coordinates, no recomputation
+    from_dir: str | None = None
+    formats: list[str] = field(default_factory=lambda: ["png"])
+    projector: bool = True  # TensorBoard projector (when logger has tensorboard) / W&B table
+    projector_max_samples: int = 2000
+    sprite_size: int = 32
+
+
 @dataclass
 class Config:
     """Root: one entry per config group plus run-wide knobs."""
@@ -158,6 +201,7 @@ def register() -> None:
     cs.store(group="schema/dataset", name="imagenet", node=ImageNetDataConfig)
     cs.store(group="schema/dataset", name="cue_conflict", node=CueConflictDataConfig)
     cs.store(group="schema/task", name="browse", node=BrowseTaskConfig)
+    cs.store(group="schema/task", name="tsne", node=TsneTaskConfig)
     # The submitit plugin's own typed schemas, so that our launcher presets (which keep the
     # plugin's option names) stay typed while tying tasks/nodes to the trainer.
     from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf

@@ -128,5 +128,5 @@ def extract_features(
     if not trainer.is_global_zero:
         return None
     paths = merge_shards(shard_dir, Path(out_dir), layers, len(indices))
-    shutil.rmtree(shard_dir, ignore_errors=True)
+    shutil.rmtree(work_dir, ignore_errors=True)
     return paths
