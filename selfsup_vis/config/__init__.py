@@ -10,6 +10,7 @@ _REGISTRARS = [
     ("selfsup_vis.config.schemas", "register"),
     ("selfsup_vis.config.model", "register_model_schemas"),
     ("selfsup_vis.config.shape_bias", "register_shape_bias_schemas"),
+    ("selfsup_vis.config.tasks_train", "register_train_schemas"),
 ]
 
 
