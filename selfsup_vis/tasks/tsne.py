@@ -16,6 +16,7 @@ from typing import Any
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from selfsup_vis.data.datamodule import ImageDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
@@ -255,7 +256,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg)
     params = _embed_params(t)
     results, panels, qualities, coords_by_layer, feats_by_layer = {}, [], {}, {}, {}
-    for layer in layers:
+    for layer in tqdm(layers, desc="embedding layers", unit="layer", disable=len(layers) < 2):
         feats = np.load(entry.layer_path(layer), mmap_mode="r")
         with phase(f"embedding {layer} ({feats.shape[0]}×{feats.shape[1]}) with {resolve_backend(params.backend)}"):
             res = compute_embedding(np.asarray(feats, dtype=np.float32), params)
