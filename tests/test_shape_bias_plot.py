@@ -145,3 +145,20 @@ def test_plot_task_through_hydra_config(compose_in, tmp_path):
     assert list((tmp_path / "csv" / "images").glob("shape_bias_matrixplot*.png"))
     with pytest.raises(Exception, match=r"task\.colours"):
         compose_in(["task=plot_shape_bias", "task.colours=[1]"])  # misspelt key fails early
+
+
+def test_plot_from_synthetic_csv_uses_its_own_categories(tmp_path):
+    import torch
+
+    from selfsup_vis.metrics.shape_bias import ShapeBias
+    from selfsup_vis.shape_bias.analysis import write_rows_csv
+
+    classes = ["circle", "square", "star"]
+    m = ShapeBias(classes, "identity", subject="tiny")
+    m.update(torch.eye(3)[[0, 2, 2]], ["circle/circle1-square1.png", "square/square1-star1.png",
+                                       "star/star1-circle1.png"])
+    write_rows_csv(tmp_path / "csvs" / "cue-conflict_tiny_session-1.csv", m.rows())
+    summary = plot_from_csvs([tmp_path / "csvs"], tmp_path / "out", formats=["png"])
+    assert summary["categories"] == sorted(classes)
+    assert summary["models"]["tiny"]["shape_bias"] == pytest.approx(2 / 3)
+    assert (tmp_path / "out" / f"{FIGURE_STEM}.png").is_file()

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from omegaconf import DictConfig, open_dict
 
 from selfsup_vis.data.cue_conflict import CueConflictLayoutError
@@ -16,6 +17,16 @@ from selfsup_vis.tasks.common import run_task as _run_task
 from tests.conftest import DATA, needs_shared
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on 2 shared, busy cores, 2 threads spin against other jobs and a
+    10 s training takes minutes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def run_task(cfg: DictConfig) -> dict:

@@ -88,17 +88,21 @@ def plot_from_csvs(
         raise ValueError("no CSV directories given (task.csv_dirs / --csv-dir)")
     result_dir = ensure_writable_dir(result_dir)
     df = read_csv_dirs(csv_dirs, pattern)
-    groups = build_groups(df, models, plotting_names, CATEGORIES, include_humans)
+    # the 16 cue-conflict categories, or the data's own (e.g. the synthetic set's CSVs)
+    shapes = set(df["shape"])
+    categories = list(CATEGORIES) if shapes <= set(CATEGORIES) else sorted(shapes)
+    groups = build_groups(df, models, plotting_names, categories, include_humans)
     apply_styles(groups, colors, markers)
-    icons = resolve_icons(icons_dir, download_icons)
-    fig = plot_shape_bias_matrix(groups, CATEGORIES, icons)
+    icons = resolve_icons(icons_dir, download_icons) if categories == list(CATEGORIES) else {}
+    fig = plot_shape_bias_matrix(groups, categories, icons)
     files = [str(p) for p in save_figure(fig, result_dir / FIGURE_STEM, formats)]
-    table = summary_table(groups, CATEGORIES)
+    table = summary_table(groups, categories)
     write_with(result_dir / "shape_bias.csv",
                lambda tmp: table.to_csv(tmp, index=False))
     files.append(str(result_dir / "shape_bias.csv"))
     summary: dict[str, Any] = {
         "csv_dirs": [str(d) for d in csv_dirs],
+        "categories": categories,
         "models": {g.name: {
             "shape_bias": g.shape_bias,
             "shape_bias_per_category": g.per_category,
@@ -114,7 +118,7 @@ def plot_from_csvs(
     humans = [g for g in groups if g.name == HUMANS]
     if humans:
         summary["humans_mean_of_subjects"] = mean_of_subjects(
-            df, [s for s in humans[0].subjects if is_human(s)], CATEGORIES)
+            df, [s for s in humans[0].subjects if is_human(s)], categories)
     write_json(result_dir / "summary.json", summary)
     if loggers:
         log_figure(loggers, "shape_bias/matrixplot", fig)
