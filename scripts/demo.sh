@@ -10,6 +10,9 @@ run() { echo "+ selfsup_vis $*"; "$PY" -m selfsup_vis "$@"; }
 run task=browse model=mocov2_tiny task.n_samples=6 hydra.run.dir="$OUT/browse_mocov2"
 run task=browse model=simmim_tiny task.n_samples=6 hydra.run.dir="$OUT/browse_simmim"
 run task=browse model=maskfeat_tiny task.n_samples=6 hydra.run.dir="$OUT/browse_maskfeat"
+run task=tsne model=mocov2_tiny task.layers=[layer2,layer4,neck] hydra.run.dir="$OUT/tsne"
+run task=shape_bias hydra.run.dir="$OUT/shape_bias"
+run task=plot_shape_bias "task.csv_dirs=[$OUT/shape_bias]" hydra.run.dir="$OUT/plot_shape_bias"
 
 echo
 echo "Demo outputs in $OUT/:"

@@ -109,7 +109,8 @@ def run_task(cfg: DictConfig) -> Any:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     out = run_dir()
     if is_global_zero():
-        write_text(out / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        write_text(out / "config_resolved.yaml", OmegaConf.to_yaml(job_cfg, resolve=True))
     task_fn = hydra.utils.get_method(cfg.task._target_)
     status = "failed"
     try:
