@@ -127,7 +127,7 @@ def load_mask_file(path: str | Path, n: int, grid: int) -> torch.Tensor:
     if not np.isin(arr, (0, 1)).all():
         raise ValueError(f"task.mask: {p} must hold only 0 (visible) and 1 (masked)")
     side = arr.shape[1]
-    m = torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.long)
+    m = torch.tensor(np.array(arr), dtype=torch.long)
     if side == grid:
         return m
     if grid % side == 0:

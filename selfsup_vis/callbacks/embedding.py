@@ -1,0 +1,69 @@
+"""EmbeddingSnapshot: a 2-D embedding of a fixed validation subset every N epochs, with kNN
+accuracy and trustworthiness logged; the embedding, quality numbers and scatter plot are
+task=tsne's own (selfsup_vis.embedding, selfsup_vis.plotting.embedding)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+
+from selfsup_vis.callbacks.base import PeriodicCallback, batched_features, fixed_samples
+from selfsup_vis.embedding import EmbedParams, compute_embedding, embedding_quality
+from selfsup_vis.plotting.embedding import plot_embedding
+from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.utils.io import write_with
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingSnapshot(PeriodicCallback):
+    """Every ``every_n_epochs`` (or ``every_n_steps``): features of ``layer`` (default: the
+    model's default layer) for ``num_samples`` validation images chosen by ``seed`` ->
+    ``backend`` embedding -> ``<dirpath>/embedding_step<N>.png`` + ``.npz`` (coordinates,
+    labels, indices, features), figure ``train/embedding`` and scalars ``embedding/<quality>``
+    (kNN accuracy in feature space and in 2-D, trustworthiness) on every logger."""
+
+    subdir = "embeddings"
+
+    def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
+                 num_samples: int = 256, layer: str | None = None, backend: str = "auto",
+                 perplexity: float = 30.0, seed: int = 0, batch_size: int = 64,
+                 at_train_end: bool = True, dirpath: str | None = None,
+                 formats: Sequence[str] = ("png",), embed_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
+        self.num_samples, self.layer, self.backend = num_samples, layer, backend
+        self.perplexity, self.seed, self.batch_size = perplexity, seed, batch_size
+        self.embed_kwargs = dict(embed_kwargs or {})
+        self._fixed: dict[str, Any] | None = None
+        self.history: list[tuple[int, dict[str, Any]]] = []
+
+    def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._fixed is None:
+            self._fixed = fixed_samples(trainer, self.num_samples, self.seed)
+        fx = self._fixed
+        feats, layer = batched_features(pl_module, fx["images"], self.layer, self.batch_size)
+        labels = fx["labels"] if (fx["labels"] >= 0).all() else None
+        params = EmbedParams(backend=self.backend, seed=self.seed, perplexity=self.perplexity,
+                             **self.embed_kwargs)
+        result = compute_embedding(feats, params)
+        quality = embedding_quality(feats, result.coords, labels, seed=self.seed)
+        step = trainer.global_step
+        self.history.append((step, quality))
+        name = getattr(pl_module, "model_name", type(pl_module).__name__)
+        fig = plot_embedding(result.coords, labels, fx["classes"],
+                             f"{name} · {layer} · epoch {trainer.current_epoch} · step {step} · "
+                             f"{result.params['backend']}", quality)
+        base = self.out_dir(trainer) / f"embedding_step{step:06d}"
+        save_figure(fig, base, self.formats)
+        write_with(base.with_suffix(".npz"), lambda tmp: np.savez_compressed(
+            open(tmp, "wb"), coords=result.coords, labels=fx["labels"], indices=fx["indices"],
+            features=feats.astype(np.float32)))
+        log_figure(trainer.loggers, "train/embedding", fig, step=step)
+        fig.clf()
+        scalars = {f"embedding/{k}": float(v) for k, v in quality.items()
+                   if isinstance(v, int | float) and k not in ("n", "n_classes", "knn_feat_queries")}
+        log_scalars(trainer.loggers, scalars, step=step)

@@ -1,0 +1,67 @@
+"""FeatureHealth: catch representation collapse while training.
+
+Two numbers on the features of a fixed validation subset: the std of the L2-normalised
+features (mean over dimensions; about 1/sqrt(D) when healthy, 0 when every image maps to the
+same direction — SimSiam's collapse monitor; also reported times sqrt(D)), and the effective
+rank, exp of the entropy of the normalised singular values (RankMe; 1 = collapsed)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytorch_lightning as pl
+
+from selfsup_vis.callbacks.base import PeriodicCallback, batched_features, fixed_samples
+from selfsup_vis.plotting.log import log_scalars
+
+log = logging.getLogger(__name__)
+
+
+def feature_health(features: np.ndarray) -> dict[str, float]:
+    """Collapse indicators of features (N, D)."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"feature_health needs (N >= 2, D) features, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("feature_health: features contain NaN or inf")
+    z = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    std = float(z.std(axis=0).mean())
+    s = np.linalg.svd(x, compute_uv=False)
+    p = s / max(s.sum(), 1e-12)
+    p = p[p > 0]
+    erank = float(np.exp(-(p * np.log(p)).sum())) if p.size else 0.0
+    d = x.shape[1]
+    return {"feature_std": std, "feature_std_x_sqrt_dim": std * float(np.sqrt(d)),
+            "effective_rank": erank, "effective_rank_ratio": erank / min(x.shape)}
+
+
+class FeatureHealth(PeriodicCallback):
+    """Logs ``health/<layer>/{feature_std, feature_std_x_sqrt_dim, effective_rank,
+    effective_rank_ratio}`` every ``every_n_epochs`` / ``every_n_steps`` on ``num_samples``
+    fixed validation images; warns when the features look collapsed."""
+
+    subdir = "health"
+
+    def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
+                 num_samples: int = 256, layer: str | None = None, seed: int = 0,
+                 batch_size: int = 64, at_train_end: bool = False,
+                 collapse_threshold: float = 0.02) -> None:
+        super().__init__(every_n_steps, every_n_epochs, at_train_end)
+        self.num_samples, self.layer, self.seed, self.batch_size = num_samples, layer, seed, batch_size
+        self.collapse_threshold = collapse_threshold
+        self._fixed = None
+        self.history: list[tuple[int, dict[str, float]]] = []
+
+    def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._fixed is None:
+            self._fixed = fixed_samples(trainer, self.num_samples, self.seed)
+        feats, layer = batched_features(pl_module, self._fixed["images"], self.layer, self.batch_size)
+        stats = feature_health(feats)
+        self.history.append((trainer.global_step, stats))
+        log_scalars(trainer.loggers, {f"health/{layer}/{k}": v for k, v in stats.items()},
+                    step=trainer.global_step)
+        if stats["feature_std_x_sqrt_dim"] < self.collapse_threshold or stats["effective_rank"] < 1.5:
+            log.warning("FeatureHealth: features of %s look collapsed at step %d (std x sqrt(D) %.3f, "
+                        "effective rank %.2f)", layer, trainer.global_step,
+                        stats["feature_std_x_sqrt_dim"], stats["effective_rank"])

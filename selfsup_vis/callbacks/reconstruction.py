@@ -1,0 +1,72 @@
+"""ReconstructionDump: the four-panel reconstruction grid of a fixed set of validation images
+with fixed masks during training, so that steps can be compared (same figure code and the same
+mask drawing as task=reconstruct)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from selfsup_vis.callbacks.base import PeriodicCallback, fixed_samples
+from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.reconstruction import reconstruction_grid
+from selfsup_vis.tasks.reconstruct import algorithm_of, make_masks, reconstruct_batch, save_arrays
+
+log = logging.getLogger(__name__)
+
+
+class ReconstructionDump(PeriodicCallback):
+    """Every ``every_n_steps`` / ``every_n_epochs``: ``num_images`` validation images (chosen
+    by ``seed``) with masks from ``seed`` (and ``mask_ratio``, default the model's) through
+    ``reconstruct``; the grid goes to ``<dirpath>/reconstruction_step<N>.png`` (+ ``.npz``) and to
+    every logger as ``train/reconstruction``, the mean masked-patch error as
+    ``train/reconstruction_error``. Models without ``reconstruct`` are skipped with one warning."""
+
+    subdir = "reconstructions"
+
+    def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
+                 num_images: int = 4, seed: int = 0, mask_ratio: float | None = None,
+                 at_train_end: bool = True, dirpath: str | None = None,
+                 formats: Sequence[str] = ("png",), save_arrays: bool = True) -> None:
+        super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
+        self.num_images = num_images
+        self.seed = seed
+        self.mask_ratio = mask_ratio
+        self.save_arrays = save_arrays
+        self._fixed: dict[str, Any] | None = None
+        self._masks: torch.Tensor | None = None
+        self._unsupported = False
+        self.history: list[tuple[int, float]] = []  # (global step, mean masked error)
+
+    def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._unsupported:
+            return
+        try:
+            algo = algorithm_of(pl_module)
+        except TypeError as err:
+            self._unsupported = True
+            log.warning("ReconstructionDump: %s; no reconstructions will be drawn", err)
+            return
+        if self._fixed is None:
+            self._fixed = fixed_samples(trainer, self.num_images, self.seed)
+            self._masks = make_masks(pl_module, len(self._fixed["names"]), self.seed, self.mask_ratio)
+        names = [f"#{i} {n}"[:40] for i, n in zip(self._fixed["indices"], self._fixed["names"], strict=True)]
+        recs = reconstruct_batch(pl_module, self._fixed["images"], self._masks, names)
+        step = trainer.global_step
+        err = float(np.mean([r.error for r in recs]))
+        self.history.append((step, err))
+        title = (f"{getattr(pl_module, 'model_name', type(pl_module).__name__)} ({algo}) · epoch "
+                 f"{trainer.current_epoch} · step {step} · masked {recs[0].error_kind} {err:.4f}")
+        fig = reconstruction_grid([r.panels for r in recs], title)
+        base = self.out_dir(trainer) / f"reconstruction_step{step:06d}"
+        save_figure(fig, base, self.formats)
+        if self.save_arrays:
+            save_arrays(base.with_suffix(".npz"), recs)
+        log_figure(trainer.loggers, "train/reconstruction", fig, step=step)
+        fig.clf()
+        log_scalars(trainer.loggers, {"train/reconstruction_error": err}, step=step)

@@ -1,0 +1,152 @@
+"""task=pretrain: train (or continue training) MAE, SimMIM, MaskFeat or MoCo v2 on any dataset.
+
+config -> model (``build_model``: its ``model.checkpoint`` initialises the weights) -> data (the
+model's training pipeline for train, the eval pipeline for val) -> callbacks (``conf/callbacks``:
+checkpoints, lr monitor, training stats, reconstruction / embedding / feature-health dumps) ->
+``Trainer.fit`` (resuming ``task.ckpt_path``: optimizer, scheduler, step and epoch) -> summary.
+The optimizer is the model's own: AdamW with linear warmup + cosine decay from ``model.optim``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+from selfsup_vis.callbacks import TrainingStats
+from selfsup_vis.data.transforms import pipeline_for_model
+from selfsup_vis.tasks.common import (
+    build_trainer,
+    instantiate_callbacks,
+    instantiate_loggers,
+    phase,
+    run_dir,
+    write_summary,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ResumeError(ValueError):
+    """A resume checkpoint that does not belong to the configured model."""
+
+
+def check_resume_checkpoint(path: str | Path, model: pl.LightningModule) -> dict[str, Any]:
+    """Open a Lightning checkpoint without executing pickled code and make sure it was saved
+    from the same model (class, name, every tensor's shape) before Lightning restores it."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"task.ckpt_path: checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ResumeError(f"task.ckpt_path: cannot read {p} as a Lightning checkpoint: {err}") from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
+        raise ResumeError(f"task.ckpt_path: {p} is not a Lightning training checkpoint (no state_dict / "
+                          "loops); to start from its weights use model.checkpoint= instead")
+    ours = f"{type(model).__name__} '{getattr(model, 'model_name', '?')}'"
+    hp = ckpt.get("hyper_parameters") or {}
+    theirs_name = hp.get("name")
+    sd, own = ckpt["state_dict"], model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    mismatched = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or mismatched:
+        theirs = f"'{theirs_name}'" if theirs_name else "another model"
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched))
+            if keys
+        )
+        raise ResumeError(
+            f"task.ckpt_path={p} was saved from {theirs}, but the configured model is {ours}: "
+            f"{detail}. Resume with the model it was trained with (model=...), or start a new run "
+            f"from its weights with model.checkpoint=")
+    if theirs_name and theirs_name != getattr(model, "model_name", theirs_name):
+        log.warning("resuming %s from a checkpoint of '%s' (same tensors)", ours, theirs_name)
+    return {"path": str(p), "epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step")}
+
+
+def _default_callbacks(callbacks: list[pl.Callback], ckpt_dir: Path) -> list[pl.Callback]:
+    """Checkpointing, lr monitoring and training stats unless the config already has them."""
+    added: list[pl.Callback] = []
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        added.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:03d}-step{step:06d}",
+                                     auto_insert_metric_name=False, save_last=True, save_top_k=-1,
+                                     every_n_epochs=1))
+    if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+        added.append(LearningRateMonitor(logging_interval="step"))
+    if not any(isinstance(c, TrainingStats) for c in callbacks):
+        added.append(TrainingStats())
+    if added:
+        log.info("added default callbacks: %s", ", ".join(type(c).__name__ for c in added))
+    return callbacks + added
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from selfsup_vis.models import build_model
+
+    t = cfg.task
+    out = run_dir()
+    with phase("model"):
+        model = build_model(cfg.model)
+    resume = check_resume_checkpoint(t.ckpt_path, model) if t.ckpt_path else None
+    dm = hydra.utils.instantiate(cfg.dataset)
+    train_pipe = pipeline_for_model(cfg.model)
+    eval_pipe = pipeline_for_model(cfg.model, "eval", crop_pct=dm.eval_crop_pct)
+    dm.set_pipelines(train=train_pipe, eval=eval_pipe)
+    log.info("training on %s/%s with\n%s", dm.name, dm.train_split, train_pipe.describe())
+
+    loggers = instantiate_loggers(cfg)
+    callbacks = instantiate_callbacks(cfg)
+    if t.default_callbacks:
+        callbacks = _default_callbacks(callbacks, Path(t.checkpoint_dir) if t.checkpoint_dir else out / "checkpoints")
+    overrides: dict[str, Any] = {}
+    if cfg.trainer.get("max_epochs") is None and cfg.trainer.get("max_steps", -1) in (-1, None):
+        overrides["max_epochs"] = t.default_max_epochs
+        log.info("trainer.max_epochs / max_steps unset: training %d epochs (task.default_max_epochs)",
+                 t.default_max_epochs)
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        overrides["enable_checkpointing"] = False
+    trainer = build_trainer(cfg, loggers, callbacks, **overrides)
+    start = time.perf_counter()
+    with phase("fit"):
+        trainer.fit(model, datamodule=dm, ckpt_path=resume["path"] if resume else None)
+    seconds = time.perf_counter() - start
+
+    ckpt_cb = trainer.checkpoint_callback
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if isinstance(v, torch.Tensor) and v.numel() == 1}
+    summary = {
+        "task": "pretrain",
+        "model": cfg.model.name,
+        "algorithm": type(model).__name__,
+        "dataset": dm.name,
+        "train_split": dm.train_split,
+        "pipeline": train_pipe.describe(),
+        "resumed_from": resume,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "fit_seconds": round(seconds, 3),
+        "final_metrics": metrics,
+        "checkpoints": {
+            "dir": str(ckpt_cb.dirpath) if ckpt_cb else None,
+            "last": str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb and ckpt_cb.save_last else None,
+        },
+        "callbacks": [type(c).__name__ for c in callbacks],
+        "callback_failures": [f for c in callbacks for f in getattr(c, "failures", [])],
+        "optim": OmegaConf.to_container(cfg.model.optim, resolve=True) if "optim" in cfg.model else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    recon = [c for c in callbacks if hasattr(c, "history") and type(c).__name__ == "ReconstructionDump"]
+    if recon and recon[0].history:
+        summary["reconstruction_error"] = [{"step": s, "error": e} for s, e in recon[0].history]
+    write_summary(summary)
+    return summary
