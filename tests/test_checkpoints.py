@@ -174,10 +174,11 @@ def test_url_cache_and_offline_message(tmp_path: Path, monkeypatch: pytest.Monke
     url = "http://127.0.0.1:9/models/mae_tiny.pth"
     with pytest.raises(CheckpointError) as e:
         resolve_checkpoint(url, timeout=2)
-    assert str(tmp_path / "cache" / "mae_tiny.pth") in str(e.value)
-    assert not list((tmp_path / "cache").glob("*.part"))  # nothing half-written
-    save_checkpoint(export_checkpoint(_tiny("mae"), "mmpretrain"), tmp_path / "cache" / "mae_tiny.pth")
-    assert resolve_checkpoint(url) == tmp_path / "cache" / "mae_tiny.pth"
+    cached = tmp_path / "cache" / "checkpoints" / "mae_tiny.pth"
+    assert str(cached) in str(e.value)
+    assert not list(cached.parent.glob("*.part"))  # nothing half-written
+    save_checkpoint(export_checkpoint(_tiny("mae"), "mmpretrain"), cached)
+    assert resolve_checkpoint(url) == cached
     with pytest.raises(CheckpointError, match="sha256"):
         resolve_checkpoint(url, sha256="0" * 64)
     assert _tiny("mae").load_weights(url).converted

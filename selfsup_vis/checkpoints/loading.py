@@ -8,14 +8,10 @@ ViT-B sized checkpoint costs about two copies of the weights at peak, not four.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
 import re
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +20,7 @@ import torch
 from torch import nn
 
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.utils.download import DownloadError, cache_root, download_file
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +33,8 @@ class CheckpointError(RuntimeError):
 # Resolution and download cache
 # ---------------------------------------------------------------------------------------------
 def cache_dir() -> Path:
-    """``$SELFSUP_VIS_CACHE`` or ``~/.cache/selfsup_vis/checkpoints``."""
-    env = os.environ.get("SELFSUP_VIS_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "selfsup_vis" / "checkpoints"
+    """Where downloaded checkpoints are cached: ``$SELFSUP_VIS_CACHE`` or ~/.cache/selfsup_vis."""
+    return cache_root("checkpoints")
 
 
 def _is_url(s: str) -> bool:
@@ -55,41 +51,11 @@ def resolve_checkpoint(path_or_url: str | os.PathLike, sha256: str | None = None
             raise CheckpointError(f"checkpoint file not found: {p}")
         return p
     name = s.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "checkpoint.pth"
-    target = cache_dir() / name
-    if target.is_file():
-        if sha256 is not None:
-            _check_sha256(target, sha256)
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as out:
-            log.info("downloading %s -> %s", s, target)
-            with urllib.request.urlopen(s, timeout=timeout) as resp:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-        if sha256 is not None:
-            _check_sha256(Path(tmp), sha256)
-        os.replace(tmp, target)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise CheckpointError(
-            f"cannot download checkpoint {s} ({e}). If this machine is offline, download the "
-            f"file elsewhere and put it at {target} (or set $SELFSUP_VIS_CACHE, or pass "
-            f"model.checkpoint=<local path>)."
-        ) from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
-def _check_sha256(path: Path, expected: str) -> None:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    if not h.hexdigest().startswith(expected.lower()):
-        raise CheckpointError(f"sha256 of {path} is {h.hexdigest()}, expected {expected}")
+        return download_file(s, cache_dir() / name, sha256, timeout,
+                             hint=" (or set $SELFSUP_VIS_CACHE, or pass model.checkpoint=<local path>)")
+    except DownloadError as e:
+        raise CheckpointError(str(e)) from e
 
 
 # ---------------------------------------------------------------------------------------------

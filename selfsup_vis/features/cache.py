@@ -21,23 +21,19 @@ from typing import Any
 import numpy as np
 
 from selfsup_vis.features.extraction import layer_file_name
+from selfsup_vis.utils.download import cache_root, sha256_of
 from selfsup_vis.utils.io import save_npy, write_json, write_text
 
 log = logging.getLogger(__name__)
 
 
 def default_cache_root() -> Path:
-    base = os.environ.get("SELFSUP_VIS_CACHE") or Path.home() / ".cache" / "selfsup_vis"
-    return Path(base) / "features"
+    return cache_root("features")
 
 
 @lru_cache(maxsize=32)
 def _file_sha256(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_of(path)  # memoised per (path, size, mtime)
 
 
 def checkpoint_fingerprint(checkpoint: str | None) -> str | None:

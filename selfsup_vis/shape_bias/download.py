@@ -9,19 +9,19 @@ Nothing here runs unless asked; the tasks work from local directories.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from selfsup_vis.shape_bias.categories import CATEGORIES
+from selfsup_vis.utils.download import DownloadError
+from selfsup_vis.utils.download import cache_root as _cache_root
+from selfsup_vis.utils.download import download_file as _download_file
 
 log = logging.getLogger(__name__)
 
@@ -72,55 +72,16 @@ ICONS: dict[str, str] = {
 }  # fmt: skip
 
 
-class DownloadError(RuntimeError):
-    """A download that failed (offline, moved, or wrong checksum); says what to do instead."""
-
-
 def cache_root() -> Path:
     """``$SELFSUP_VIS_CACHE/model-vs-human`` or ``~/.cache/selfsup_vis/model-vs-human``."""
-    env = os.environ.get("SELFSUP_VIS_CACHE")
-    base = Path(env) if env else Path.home() / ".cache" / "selfsup_vis"
-    return base / "model-vs-human"
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return _cache_root("model-vs-human")
 
 
 def download_file(url: str, dest: str | Path, sha256: str | None = None,
                   timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest`` atomically; skip when ``dest`` exists (and matches)."""
-    dest = Path(dest)
-    if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            log.info("downloading %s -> %s", url, dest)
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    while chunk := resp.read(1 << 20):
-                        out.write(chunk)
-            except (urllib.error.URLError, OSError, TimeoutError) as e:
-                reason = getattr(e, "reason", e)
-                raise DownloadError(
-                    f"cannot download {url}: {reason}. This machine may be offline (or the file "
-                    f"moved): download it elsewhere and put it at {dest}, or point the task at a "
-                    "local copy (dataset.root / task.csv_dirs / task.icons_dir)."
-                ) from e
-        if sha256 is not None and (got := sha256_of(tmp)) != sha256:
-            raise DownloadError(f"{url}: sha256 {got} does not match the published {sha256}; "
-                                f"not saved to {dest}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+    """Shared atomic, checked download, with the local alternatives of these tasks in the hint."""
+    return _download_file(url, dest, sha256, timeout,
+                          hint=", or point the task at a local copy (dataset.root / task.csv_dirs / task.icons_dir)")
 
 
 def fetch_csvs(dest: str | Path | None = None, base_url: str = MVH_RAW,
