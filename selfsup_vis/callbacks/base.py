@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,6 @@ class PeriodicCallback(pl.Callback):
             msg = f"{type(self).__name__} failed at step {trainer.global_step}: {type(err).__name__}: {err}"
             self.failures.append(msg)
             log.warning(msg)
-            rank_zero_warn(msg)
         finally:
             pl_module.train(was_training)
 

@@ -1,0 +1,114 @@
+"""Training callbacks: collapse numbers, batch sizes, any LightningModule (tuple batches),
+drawing errors that must not break training."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from selfsup_vis.callbacks import (
+    EmbeddingSnapshot,
+    FeatureHealth,
+    ReconstructionDump,
+    TrainingStats,
+    feature_health,
+)
+from selfsup_vis.callbacks.training_stats import batch_size_of
+
+
+def test_feature_health_separates_healthy_from_collapsed():
+    rng = np.random.default_rng(0)
+    healthy = feature_health(rng.normal(size=(128, 16)))
+    assert 0.8 < healthy["feature_std_x_sqrt_dim"] < 1.2 and healthy["effective_rank"] > 10
+    collapsed = feature_health(np.ones((128, 16)) + 1e-6 * rng.normal(size=(128, 16)))
+    assert collapsed["feature_std_x_sqrt_dim"] < 1e-4 and collapsed["effective_rank"] < 1.01
+    with pytest.raises(ValueError, match="NaN"):
+        feature_health(np.full((4, 3), np.nan))
+
+
+def test_batch_size_of_formats():
+    assert batch_size_of({"image": torch.zeros(5, 3, 8, 8)}) == 5
+    assert batch_size_of({"views": [torch.zeros(4, 3, 8, 8)] * 2, "label": torch.zeros(4)}) == 4
+    assert batch_size_of((torch.zeros(3, 2), torch.zeros(3))) == 3
+
+
+class ToyModule(pl.LightningModule):
+    """Any LightningModule: tuple batches, (B, D) output, no extract_features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        loss = self(batch[0]).pow(2).mean()
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self(batch[0]).pow(2).mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def _toy_loaders():
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(48, 3, 8, 8, generator=g), torch.arange(48) % 4)
+    return DataLoader(ds, batch_size=8), DataLoader(ds, batch_size=8)
+
+
+def test_callbacks_work_in_any_lightning_training(tmp_path, caplog):
+    health = FeatureHealth(every_n_epochs=1, num_samples=32)
+    emb = EmbeddingSnapshot(every_n_epochs=1, num_samples=32, backend="pca")
+    rec = ReconstructionDump(every_n_epochs=1)
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, log_every_n_steps=1, logger=logger,
+                         callbacks=[health, emb, rec, TrainingStats()], default_root_dir=tmp_path,
+                         enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=1)
+    with caplog.at_level(logging.WARNING):
+        trainer.fit(ToyModule(), *_toy_loaders())
+    assert trainer.global_step == 6
+    # fired after epochs 0 and 1 (not during sanity checking); end of training adds nothing new
+    assert [s for s, _ in health.history] == [3, 6] and [s for s, _ in emb.history] == [3, 6]
+    assert not health.failures and not emb.failures and not rec.failures
+    assert "no reconstructions will be drawn" in caplog.text
+    assert (tmp_path / "embeddings" / "embedding_step000006.png").is_file()
+    metrics = pd.read_csv(next(tmp_path.glob("csv/**/metrics.csv")))
+    for col in ("train/throughput", "train/data_time", "train/step_time", "train/grad_norm",
+                "health/output/effective_rank", "embedding/knn_feat@10", "embedding/trustworthiness"):
+        assert col in metrics.columns and metrics[col].notna().any(), col
+
+
+def test_drawing_failure_does_not_break_training(tmp_path, monkeypatch, caplog):
+    from selfsup_vis.data.transforms import pipeline_for_model
+    from selfsup_vis.models import build_model
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["model=mae_tiny", "dataset.batch_size=4", "dataset.val_samples_per_class=2"], tmp_path)
+    import hydra
+
+    dm = hydra.utils.instantiate(cfg.dataset)
+    dm.set_pipelines(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("figure exploded")
+
+    monkeypatch.setattr("selfsup_vis.callbacks.reconstruction.reconstruction_grid", broken)
+    rec = ReconstructionDump(every_n_steps=1, every_n_epochs=None, num_images=2)
+    trainer = pl.Trainer(max_steps=2, logger=False, callbacks=[rec], default_root_dir=tmp_path,
+                         enable_progress_bar=False, enable_checkpointing=False)
+    with caplog.at_level(logging.WARNING):
+        trainer.fit(build_model(cfg.model), datamodule=dm)
+    assert trainer.global_step == 2
+    assert len(rec.failures) == 2 and "figure exploded" in rec.failures[0]
+    assert "ReconstructionDump failed at step 1" in caplog.text
