@@ -47,10 +47,12 @@ def _parse_value(v: str):
 
 
 def _measure(name: str, x: np.ndarray, y: np.ndarray | None, params: EmbedParams, seed: int):
+    cpu0 = time.process_time()
     res = compute_embedding(x, params)
+    cpu = time.process_time() - cpu0  # all threads: less sensitive to other users' load
     trust = trustworthiness(x, res.coords, k=10, seed=seed)
     knn = knn_accuracy(res.coords, y, (10,))[10] if y is not None else float("nan")
-    return {"backend": name, "seconds": res.seconds, "trust": trust, "knn2d": knn}
+    return {"backend": name, "seconds": res.seconds, "cpu": cpu, "trust": trust, "knn2d": knn}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.sklearn_result:
         n, _, vals = spec.partition("=")
         sec, trust, knn = (float(t) for t in vals.split(","))
-        reused[int(n)] = {"backend": "sklearn", "seconds": sec, "trust": trust, "knn2d": knn}
+        reused[int(n)] = {
+            "backend": "sklearn",
+            "seconds": sec,
+            "cpu": float("nan"),
+            "trust": trust,
+            "knn2d": knn,
+        }
 
     backend = resolve_backend(args.backend)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -133,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
         )
         print(
-            f"  {backend:9s} {ours['seconds']:8.1f} s  trust {ours['trust']:.4f}  "
+            f"  {backend:9s} {ours['seconds']:8.1f} s (cpu {ours['cpu']:7.1f} s)  trust {ours['trust']:.4f}  "
             f"knn2d@10 {ours['knn2d']:.4f}   (incl. quality: {time.perf_counter() - t0:.1f} s)",
             flush=True,
         )
@@ -154,17 +162,23 @@ def main(argv: list[str] | None = None) -> int:
             )
             note = ""
         print(
-            f"  sklearn   {ref['seconds']:8.1f} s  trust {ref['trust']:.4f}  "
+            f"  sklearn   {ref['seconds']:8.1f} s (cpu {ref['cpu']:7.1f} s)  trust {ref['trust']:.4f}  "
             f"knn2d@10 {ref['knn2d']:.4f}{note}"
         )
         speedup = ref["seconds"] / ours["seconds"]
         d_trust = ours["trust"] - ref["trust"]
         d_knn = 100 * (ours["knn2d"] - ref["knn2d"])
-        ok = speedup >= 10 and d_trust >= -0.01 and d_knn >= -1.0
+        quality_ok = d_trust >= -0.01 and d_knn >= -1.0
+        # the speed target is set for N=50k; at small N fixed costs (FFT grid, PCA) dominate
+        verdict = (
+            ("met" if quality_ok and speedup >= 10 else "NOT met")
+            if n >= 50_000
+            else f"quality {'met' if quality_ok else 'NOT met'}; speed target is for N>=50k"
+        )
         print(
-            f"  => speed-up {speedup:.1f}x   trust diff {d_trust:+.4f}   "
+            f"  => speed-up {speedup:.1f}x wall, {ref['cpu'] / ours['cpu']:.1f}x cpu   trust diff {d_trust:+.4f}   "
             f"knn2d diff {d_knn:+.2f} points   "
-            f"[target >= 10x, >= -0.01, >= -1 point: {'met' if ok else 'NOT met'}]",
+            f"[target >= 10x, >= -0.01, >= -1 point: {verdict}]",
             flush=True,
         )
         rows.append({"n": n, "ours": ours, "sklearn": ref, "speedup": speedup})
