@@ -21,13 +21,14 @@ _GOLDEN = 0.618033988749895
 
 
 def class_colors(n: int) -> np.ndarray:
-    """``n`` distinct RGB colours (n, 3): tab20, tab20b, tab20c, then golden-ratio hues.
-
-    The 60 qualitative colours come first; further colours step the hue by the golden ratio
-    with lightness and saturation cycling through three levels, so no two are equal.
+    """``n`` distinct RGB colours (n, 3): tab10 up to 10 classes (tab20 pairs a light and a dark
+    shade of one hue, too close for few classes); else tab20, tab20b, tab20c, then golden-ratio
+    hues with lightness and saturation cycling through three levels, so no two are equal.
     """
     if n < 0:
         raise ValueError(f"class_colors: n must be >= 0, got {n}")
+    if n <= 10:
+        return np.asarray([c[:3] for c in colormaps["tab10"].colors[:n]], dtype=float).reshape(n, 3)
     base: list[tuple[float, float, float]] = []
     for name in ("tab20", "tab20b", "tab20c"):
         base.extend(tuple(c[:3]) for c in colormaps[name].colors)
