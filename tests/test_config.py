@@ -25,18 +25,27 @@ ROOTS = {"image_folder": "/data/folder", "imagenet": "/data/imagenet", "cue_conf
 @pytest.mark.slow
 def test_compose_every_task_model_dataset_logger():
     """task × model × dataset, each with every logger (logger=many composes all three)."""
-    combos = itertools.product(options("task"), options("model"), options("dataset"))
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
     count = 0
-    for task, model, dataset in combos:
-        extra = [f"dataset.root={ROOTS[dataset]}"] if dataset in ROOTS else []
-        cfg = compose_cfg([f"task={task}", f"model={model}", f"dataset={dataset}", "logger=many", *extra])
-        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-        assert resolved["task"]["_target_"].startswith("selfsup_vis.tasks.")
-        assert set(resolved["logger"]) == {"csv", "tensorboard", "wandb"}
-        count += 1
-    assert count >= 6 * 10 * 4 or count == len(options("task")) * len(options("model")) * 4
-    for logger, trainer in itertools.product(options("logger"), options("trainer")):
-        compose_cfg([f"logger={logger}", f"trainer={trainer}"])
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for task, model, dataset in itertools.product(options("task"), options("model"), options("dataset")):
+            extra = [f"dataset.root={ROOTS[dataset]}"] if dataset in ROOTS else []
+            cfg = compose("config", [f"task={task}", f"model={model}", f"dataset={dataset}", "logger=many", *extra],
+                          return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            resolved = OmegaConf.to_container(job, resolve=True, throw_on_missing=False)
+            assert resolved["task"]["_target_"].startswith("selfsup_vis.tasks.")
+            assert set(resolved["logger"]) == {"csv", "tensorboard", "wandb"}
+            count += 1
+        for logger, trainer in itertools.product(options("logger"), options("trainer")):
+            compose("config", [f"logger={logger}", f"trainer={trainer}"])
+    GlobalHydra.instance().clear()
+    assert count == len(options("task")) * len(options("model")) * len(options("dataset"))
 
 
 def test_datasets_and_loggers_instantiate(tmp_path):
