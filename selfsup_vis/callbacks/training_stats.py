@@ -29,10 +29,25 @@ def batch_size_of(batch: Any) -> int:
     return 0
 
 
+def logging_step(trainer: pl.Trainer) -> bool:
+    """Whether Lightning writes the current step's metrics (``trainer.log_every_n_steps``)."""
+    conn = getattr(trainer, "_logger_connector", None)
+    return bool(getattr(conn, "should_update_logs", True))
+
+
+def total_grad_norm(module: torch.nn.Module) -> torch.Tensor | None:
+    """L2 norm of all gradients (one fused kernel per device and dtype)."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+
+
 class TrainingStats(pl.Callback):
     """Logs ``train/throughput`` (img/s), ``train/data_time`` and ``train/step_time`` (s),
     ``train/grad_norm`` and, on CUDA, ``train/gpu_mem_mb`` (peak allocated) through
-    ``LightningModule.log`` (so they follow ``trainer.log_every_n_steps``)."""
+    ``LightningModule.log``, computed only on the steps Lightning writes
+    (``trainer.log_every_n_steps``), so that the callback costs nothing in between."""
 
     def __init__(self, grad_norm: bool = True, gpu_memory: bool = True) -> None:
         super().__init__()
@@ -51,11 +66,10 @@ class TrainingStats(pl.Callback):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        if not self.grad_norm:
+        if not self.grad_norm or not logging_step(trainer):
             return
-        norms = [p.grad.detach().float().norm(2) for p in pl_module.parameters() if p.grad is not None]
-        if norms:
-            total = torch.linalg.vector_norm(torch.stack(norms), 2)
+        total = total_grad_norm(pl_module)
+        if total is not None:
             pl_module.log("train/grad_norm", total, on_step=True, on_epoch=False)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
@@ -64,6 +78,8 @@ class TrainingStats(pl.Callback):
         step_time = now - self._start
         iter_time = step_time + self._data_time
         self._last_end = now
+        if not logging_step(trainer):
+            return
         n = batch_size_of(batch)
         values = {"train/data_time": self._data_time, "train/step_time": step_time}
         if n and iter_time > 0:
