@@ -13,6 +13,15 @@ run task=browse model=maskfeat_tiny task.n_samples=6 hydra.run.dir="$OUT/browse_
 run task=tsne model=mocov2_tiny task.layers=[layer2,layer4,neck] hydra.run.dir="$OUT/tsne"
 run task=shape_bias hydra.run.dir="$OUT/shape_bias"
 run task=plot_shape_bias "task.csv_dirs=[$OUT/shape_bias]" hydra.run.dir="$OUT/plot_shape_bias"
+# a tiny MAE trained in front of you (~1-2 min on 2 CPU cores), then its reconstructions
+run task=pretrain model=mae_tiny trainer.max_epochs=40 dataset.batch_size=16 model.optim.lr=3e-3 \
+    callbacks.reconstruction.every_n_epochs=10 callbacks.embedding.every_n_epochs=20 \
+    trainer.enable_progress_bar=false hydra.run.dir="$OUT/pretrain_mae"
+MAE_CKPT="$OUT/pretrain_mae/checkpoints/last.ckpt"
+run task=reconstruct model=mae_tiny model.checkpoint="$MAE_CKPT" hydra.run.dir="$OUT/reconstruct_mae"
+run task=tsne model=mae_tiny model.checkpoint="$MAE_CKPT" hydra.run.dir="$OUT/tsne_mae"
+run task=reconstruct model=simmim_tiny hydra.run.dir="$OUT/reconstruct_simmim_untrained"
+run task=reconstruct model=maskfeat_tiny hydra.run.dir="$OUT/reconstruct_maskfeat_untrained"
 
 echo
 echo "Demo outputs in $OUT/:"
