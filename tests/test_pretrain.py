@@ -27,10 +27,13 @@ def test_pretrain_cli_callbacks_scalars_and_resume(tmp_path):
     proc = run_cli(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
                     *SMALL, "callbacks.embedding.every_n_epochs=1", "callbacks.embedding.num_samples=32",
                     "callbacks.embedding.backend=pca", "callbacks.feature_health.num_samples=32",
-                    "callbacks.reconstruction.num_images=2", f"hydra.run.dir={out}"], tmp_path)
+                    "callbacks.reconstruction.num_images=2", "callbacks.checkpoint.every_n_epochs=null",
+                    "callbacks.checkpoint.every_n_train_steps=3",
+                    f"hydra.run.dir={out}"], tmp_path)
     assert_ok(proc)
     s = json.loads((out / "summary.json").read_text())
     assert s["global_step"] == 6 and s["epochs"] == 2 and not s["callback_failures"]
+    assert s["checkpoints"]["last"] == str(out / "checkpoints" / "last.ckpt") and len(s["checkpoints"]["saved"]) == 3
     assert [r["step"] for r in s["reconstruction_error"]] == [3, 6]
     for f in ("reconstructions/reconstruction_step000003.png", "reconstructions/reconstruction_step000006.npz",
               "embeddings/embedding_step000006.png", "checkpoints/last.ckpt",
@@ -54,6 +57,7 @@ def test_pretrain_cli_callbacks_scalars_and_resume(tmp_path):
     b = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert b["resumed_from"]["global_step"] == 6 and b["global_step"] == 9
     assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()  # default callbacks added
+    assert not list((tmp_path / "b" / "checkpoints").glob("epoch*"))  # periodic ones every 10 epochs
 
 
 def test_resume_checkpoint_of_another_model_is_refused(tmp_path):

@@ -78,9 +78,9 @@ def _default_callbacks(callbacks: list[pl.Callback], ckpt_dir: Path) -> list[pl.
     """Checkpointing, lr monitoring and training stats unless the config already has them."""
     added: list[pl.Callback] = []
     if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        added.append(ModelCheckpoint(dirpath=str(ckpt_dir), save_top_k=0, save_last=True, every_n_epochs=1))
         added.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:03d}-step{step:06d}",
-                                     auto_insert_metric_name=False, save_last=True, save_top_k=-1,
-                                     every_n_epochs=1))
+                                     auto_insert_metric_name=False, save_top_k=-1, every_n_epochs=10))
     if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
         added.append(LearningRateMonitor(logging_interval="step"))
     if not any(isinstance(c, TrainingStats) for c in callbacks):
@@ -121,7 +121,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(model, datamodule=dm, ckpt_path=resume["path"] if resume else None)
     seconds = time.perf_counter() - start
 
-    ckpt_cb = trainer.checkpoint_callback
+    ckpt_cbs = trainer.checkpoint_callbacks
+    last = [Path(c.dirpath) / "last.ckpt" for c in ckpt_cbs if c.save_last and c.dirpath]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                if isinstance(v, torch.Tensor) and v.numel() == 1}
     summary = {
@@ -137,8 +138,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "fit_seconds": round(seconds, 3),
         "final_metrics": metrics,
         "checkpoints": {
-            "dir": str(ckpt_cb.dirpath) if ckpt_cb else None,
-            "last": str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb and ckpt_cb.save_last else None,
+            "dirs": sorted({str(c.dirpath) for c in ckpt_cbs if c.dirpath}),
+            "last": str(last[0]) if last and last[0].is_file() else None,
+            "saved": sorted({str(p) for c in ckpt_cbs if c.dirpath for p in Path(c.dirpath).glob("*.ckpt")}),
         },
         "callbacks": [type(c).__name__ for c in callbacks],
         "callback_failures": [f for c in callbacks for f in getattr(c, "failures", [])],
