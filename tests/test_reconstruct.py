@@ -170,6 +170,15 @@ def test_unreadable_image_names_the_file(tmp_path, compose_in):
         _run_inprocess(compose_in, ["model=mae_tiny", f"task.images={tmp_path / 'nowhere.png'}"])
 
 
+def test_mae_mask_file_with_uneven_counts_names_the_file(tmp_path, compose_in):
+    mask = np.zeros((2, 8, 8), dtype=np.int64)
+    mask[0, :6] = 1
+    mask[1, :5] = 1
+    np.save(tmp_path / "uneven.npy", mask)
+    with pytest.raises(ValueError, match=r"task.mask=.*uneven.npy: .*same number of patches"):
+        _run_inprocess(compose_in, ["model=mae_tiny", "task.max_images=2", f"task.mask={tmp_path / 'uneven.npy'}"])
+
+
 def test_non_mim_model_and_checkpoint_are_refused(tmp_path, compose_in):
     with pytest.raises(ValueError, match="needs a masked-image model.*mocov2_tiny"):
         _run_inprocess(compose_in, ["model=mocov2_tiny"])

@@ -356,8 +356,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     recs: list[Reconstruction] = []
     with phase(f"reconstruct {n} images"):
         for s in range(0, n, t.batch_size):
-            recs += reconstruct_batch(model, images[s : s + t.batch_size], masks[s : s + t.batch_size],
-                                      names[s : s + t.batch_size])
+            try:
+                recs += reconstruct_batch(model, images[s : s + t.batch_size], masks[s : s + t.batch_size],
+                                          names[s : s + t.batch_size])
+            except ValueError as err:
+                if not t.mask:
+                    raise
+                raise ValueError(f"task.mask={t.mask}: {err}") from err
     out = run_dir()
     loggers = instantiate_loggers(cfg)
     records = []
