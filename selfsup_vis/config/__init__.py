@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from pathlib import Path
-
-# (module, function) pairs; each module owns the schemas of one concern.
-_REGISTRARS = [
-    ("selfsup_vis.config.schemas", "register"),
-    ("selfsup_vis.config.model", "register_model_schemas"),
-    ("selfsup_vis.config.shape_bias", "register_shape_bias_schemas"),
-    ("selfsup_vis.config.tasks_train", "register_train_schemas"),
-]
 
 
 def register_configs() -> None:
-    for module_name, fn in _REGISTRARS:
-        try:
-            module = import_module(module_name)
-        except ModuleNotFoundError as err:  # TEMP until every concern has its schemas
-            if err.name != module_name:
-                raise
-            continue
-        getattr(module, fn)()
+    """Each module owns the schemas of one concern (root/data/trainer/browse/tsne, models,
+    shape bias, reconstruct/pretrain)."""
+    from selfsup_vis.config import model, schemas, shape_bias, tasks_train
+
+    schemas.register()
+    model.register_model_schemas()
+    shape_bias.register_shape_bias_schemas()
+    tasks_train.register_train_schemas()
 
 
 def conf_dir() -> Path:
