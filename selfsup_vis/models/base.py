@@ -158,6 +158,35 @@ class SSLModule(pl.LightningModule):
         return (images * s + m).clamp(0, 1)
 
 
+class ViTEncoderFeatures:
+    """Layers of a timm ViT ``self.encoder`` (blocks + final norm) for MAE and MaskFeat."""
+
+    encoder: nn.Module
+
+    def available_layers(self) -> list[str]:
+        return [f"block{i}" for i in range(len(self.encoder.blocks))] + ["norm"]
+
+    def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
+        from selfsup_vis.models.backbones import vit_blocks, vit_embed
+
+        final, outs = vit_blocks(self.encoder, vit_embed(self.encoder, images), layers)
+        outs["norm"] = final
+        return outs
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Un-masked encoder tokens (B, 1+L, C) after the final norm (mmpretrain extract_feat)."""
+        from selfsup_vis.models.backbones import vit_blocks, vit_embed
+
+        return vit_blocks(self.encoder, vit_embed(self.encoder, images), set())[0]
+
+    def resize_tensor(self, key: str, tensor: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
+        from selfsup_vis.models.backbones import resize_vit_pos_embed
+
+        if key.endswith("pos_embed"):
+            return resize_vit_pos_embed(tensor, ref)
+        return None
+
+
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)

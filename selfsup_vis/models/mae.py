@@ -14,12 +14,9 @@ from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
 from selfsup_vis.models.backbones import (
     build_vit,
-    resize_vit_pos_embed,
     sincos_pos_embed,
-    vit_blocks,
-    vit_embed,
 )
-from selfsup_vis.models.base import SSLModule
+from selfsup_vis.models.base import SSLModule, ViTEncoderFeatures
 
 
 def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -75,7 +72,7 @@ class MAEDecoder(nn.Module):
         return self.pred(self.norm(x))[:, 1:, :]
 
 
-class MAE(SSLModule):
+class MAE(ViTEncoderFeatures, SSLModule):
     """MAE LightningModule. ``encoder`` is a timm ``VisionTransformer``."""
 
     required_prefixes = ("encoder.",)
@@ -194,26 +191,6 @@ class MAE(SSLModule):
             },
         }
 
-    # -------------------------------------------------------------------------- features
-    def available_layers(self) -> list[str]:
-        return [f"block{i}" for i in range(len(self.encoder.blocks))] + ["norm"]
-
-    def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-        final, outs = vit_blocks(self.encoder, vit_embed(self.encoder, images), layers)
-        outs["norm"] = final
-        return outs
-
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Un-masked encoder tokens (B, 1+L, C) after the final norm (mmpretrain extract_feat)."""
-        return vit_blocks(self.encoder, vit_embed(self.encoder, images), set())[0]
-
     # -------------------------------------------------------------------------- weights
     def key_maps(self) -> list[KeyMap]:
         return [rules.mm_mae(), rules.official_mae(), rules.identity()]
-
-    def resize_tensor(self, key: str, tensor: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
-        if key.endswith("pos_embed"):
-            return resize_vit_pos_embed(tensor, ref)
-        return None
-
-

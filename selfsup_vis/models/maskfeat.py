@@ -10,13 +10,13 @@ from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
-from selfsup_vis.models.backbones import build_vit, resize_vit_pos_embed, vit_blocks, vit_embed
-from selfsup_vis.models.base import SSLModule
+from selfsup_vis.models.backbones import build_vit, vit_blocks, vit_embed
+from selfsup_vis.models.base import SSLModule, ViTEncoderFeatures
 from selfsup_vis.models.hog import HOGGenerator, hog_glyphs
 from selfsup_vis.models.mae import patch_mask_to_pixels
 
 
-class MaskFeat(SSLModule):
+class MaskFeat(ViTEncoderFeatures, SSLModule):
     """MaskFeat LightningModule: ``encoder`` (timm ViT), ``mask_token``, ``predictor``
     (mmpretrain ``neck.fc``) and ``hog`` (mmpretrain ``target_generator``)."""
 
@@ -109,21 +109,5 @@ class MaskFeat(SSLModule):
             "image_display": self.denormalize(images),
         }
 
-    def available_layers(self) -> list[str]:
-        return [f"block{i}" for i in range(len(self.encoder.blocks))] + ["norm"]
-
-    def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-        final, outs = vit_blocks(self.encoder, vit_embed(self.encoder, images), layers)
-        outs["norm"] = final
-        return outs
-
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        return vit_blocks(self.encoder, vit_embed(self.encoder, images), set())[0]
-
     def key_maps(self) -> list[KeyMap]:
         return [rules.mm_maskfeat(), rules.timm_vit_encoder(), rules.identity()]
-
-    def resize_tensor(self, key: str, tensor: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
-        if key.endswith("pos_embed"):
-            return resize_vit_pos_embed(tensor, ref)
-        return None
