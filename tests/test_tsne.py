@@ -100,3 +100,39 @@ def test_tsne_ddp_features_equal_single_process(tmp_path):
         np.testing.assert_allclose(one, two, atol=1e-5, rtol=0)
     assert np.array_equal(np.load(tmp_path / "single" / "labels.npy"), np.load(tmp_path / "ddp" / "labels.npy"))
     assert (tmp_path / "single" / "paths.txt").read_text() == (tmp_path / "ddp" / "paths.txt").read_text()
+
+
+def test_final_norm_on_blocks_matches_the_norm_layer():
+    import torch
+
+    from selfsup_vis.models import build_model
+    from tests.conftest import compose_cfg
+
+    model = build_model(compose_cfg(["model=mae_tiny"]).model).eval()
+    x = torch.randn(3, 3, 64, 64)
+    last = f"block{len(model.encoder.blocks) - 1}"
+    plain = model.extract_features(x, [last, "norm"])
+    model.final_norm_blocks = True
+    normed = model.extract_features(x, [last])[last]
+    torch.testing.assert_close(normed, plain["norm"])
+    assert not torch.allclose(normed, plain[last])
+    moco = build_model(compose_cfg(["model=mocov2_tiny"]).model)
+    with pytest.raises(ValueError, match="has no final norm"):
+        moco._final_norm("layer4")
+
+
+def test_nan_features_are_named_and_nothing_is_plotted(tmp_path):
+    import torch
+
+    from selfsup_vis.models import build_model
+    from tests.conftest import compose_cfg
+
+    model = build_model(compose_cfg(["model=mocov2_tiny"]).model)
+    state = model.state_dict()
+    state["backbone.layer4.0.conv1.weight"].fill_(float("nan"))
+    torch.save({"state_dict": state}, tmp_path / "nan.ckpt")
+    proc = _tsne(tmp_path, "nan", "task.layers=[layer4]", f"model.checkpoint={tmp_path / 'nan.ckpt'}")
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "layer 'layer4' of mocov2_tiny" in err and "NaN or inf" in err and "row indices" in err
+    assert not list((tmp_path / "nan").glob("tsne_*.png"))

@@ -154,6 +154,7 @@ class TsneTaskConfig:
     name: str = "tsne"
     layers: list[str] = field(default_factory=list)  # empty: the model's default layer(s)
     pooling: str | None = None  # gap | cls | mean | cls+mean for token layers (model default)
+    final_norm: bool = False  # ViTs: apply the encoder's final norm to block outputs too
     split: str | None = None  # default: dataset.eval_split
     max_num_class: int | None = 20
     class_idx: list[int] | None = None

@@ -82,8 +82,25 @@ class SSLModule(pl.LightningModule):
         raw = self._layer_outputs(images, {b for b, _ in parsed.values()})
         out = {}
         for layer, (base, pool) in parsed.items():
-            out[layer] = self._pool(raw[base], base, pool)
+            x = raw[base]
+            if self.final_norm_blocks and base.startswith("block"):
+                x = self._final_norm(layer)(x)
+            out[layer] = self._pool(x, base, pool)
         return out
+
+    #: apply the encoder's final norm to intermediate ViT block outputs too (t-SNE's final_norm)
+    final_norm_blocks: bool = False
+
+    def final_norm_layer(self) -> nn.Module | None:
+        """The final norm of a ViT encoder (None for backbones without one)."""
+        return None
+
+    def _final_norm(self, layer: str) -> nn.Module:
+        norm = self.final_norm_layer()
+        if norm is None:
+            raise ValueError(f"final_norm: {type(self).__name__} '{self.model_name}' has no final norm "
+                             f"to apply to {layer!r}")
+        return norm
 
     def _pool(self, x: torch.Tensor, base: str, pool: str | None) -> torch.Tensor:
         if x.dim() == 2:
@@ -162,6 +179,9 @@ class ViTEncoderFeatures:
     """Layers of a timm ViT ``self.encoder`` (blocks + final norm) for MAE and MaskFeat."""
 
     encoder: nn.Module
+
+    def final_norm_layer(self) -> nn.Module | None:
+        return self.encoder.norm
 
     def available_layers(self) -> list[str]:
         return [f"block{i}" for i in range(len(self.encoder.blocks))] + ["norm"]

@@ -121,6 +121,9 @@ class MMClassifier(_ClassifierBase):
     def default_layers(self) -> list[str]:
         return ["pre_logits"]
 
+    def final_norm_layer(self) -> nn.Module | None:
+        return self.backbone.norm if self.kind == "vit" else None
+
     def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
         if self.kind == "resnet":
             _, outs = resnet_stages(self.backbone, images, layers)

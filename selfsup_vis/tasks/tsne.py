@@ -85,7 +85,8 @@ def select_subset(
     return indices
 
 
-def _cache_meta(cfg: DictConfig, split: str, indices: np.ndarray, pooling: str | None) -> dict[str, Any]:
+def _cache_meta(cfg: DictConfig, split: str, indices: np.ndarray, pooling: str | None,
+                final_norm: bool) -> dict[str, Any]:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     checkpoint = model.pop("checkpoint", None)
     data = OmegaConf.to_container(cfg.dataset, resolve=True)
@@ -101,6 +102,7 @@ def _cache_meta(cfg: DictConfig, split: str, indices: np.ndarray, pooling: str |
         "n": int(indices.size),
         "indices_sha": indices_digest(indices),
         "pooling": pooling,
+        "final_norm": final_norm,
     }
 
 
@@ -222,12 +224,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg.model)
     if t.pooling:
         model.pooling = str(t.pooling)
+    model.final_norm_blocks = bool(t.final_norm)
     layers = list(t.layers) or model.default_layers()
     for layer in layers:
         model._parse_layer(layer)  # unknown names fail here, listing the valid ones
+        if t.final_norm and layer.startswith("block"):
+            model._final_norm(layer)  # a backbone without a final norm fails here
 
     entry = FeatureCacheEntry(Path(t.cache_dir) if t.cache_dir else default_cache_root(),
-                              _cache_meta(cfg, split, indices, model.pooling))
+                              _cache_meta(cfg, split, indices, model.pooling, bool(t.final_norm)))
     if not t.cache:
         entry.dir = out / "feature_cache"
         entry.features_dir = entry.dir / "features"
@@ -259,7 +264,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for layer in tqdm(layers, desc="embedding layers", unit="layer", disable=len(layers) < 2):
         feats = np.load(entry.layer_path(layer), mmap_mode="r")
         with phase(f"embedding {layer} ({feats.shape[0]}×{feats.shape[1]}) with {resolve_backend(params.backend)}"):
-            res = compute_embedding(np.asarray(feats, dtype=np.float32), params)
+            try:
+                res = compute_embedding(np.asarray(feats, dtype=np.float32), params)
+            except ValueError as err:
+                raise ValueError(f"layer {layer!r} of {model.model_name}: {err}") from err
         quality = embedding_quality(np.asarray(feats), res.coords, labels, seed=int(t.seed))
         files = _save_coords(out, layer, res.coords, labels, names, classes)
         fig = plot_embedding(res.coords, labels, classes, f"{model.model_name} · {layer}", quality)
