@@ -161,3 +161,25 @@ def test_pyproject_lists_every_subpackage():
         ".".join(("selfsup_vis", *p.parent.relative_to(pkg).parts)) for p in pkg.rglob("__init__.py")
     }
     assert found <= listed, f"add to pyproject [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+FIXTURES = Path(os.environ.get("SELFSUP_VIS_FIXTURES", REPO.parent / "shared" / "fixtures" / "mmpretrain"))
+
+
+@pytest.mark.skipif(not (FIXTURES / "mae.pth").is_file(), reason=f"no fixture mae.pth in {FIXTURES}")
+def test_tasks_run_with_a_real_mmpretrain_checkpoint(tmp_path):
+    """The fixture MAE (mmpretrain 1.2 format, 224 px / patch 16, 4 blocks of 64) drives the CLI."""
+    arch = ["model=mae_vit-b16", "model.embed_dim=64", "model.depth=4", "model.num_heads=4",
+            "model.decoder_embed_dim=32", "model.decoder_depth=2", "model.decoder_num_heads=4",
+            f"model.checkpoint={FIXTURES / 'mae.pth'}"]
+    out = tmp_path / "rec"
+    proc = run_cli(["task=reconstruct", *arch, "task.max_images=2", f"hydra.run.dir={out}"], tmp_path)
+    assert_ok(proc)
+    assert "layout 'mmpretrain MAE'" in proc.stdout + proc.stderr  # the load report
+    assert json.loads((out / "summary.json").read_text())["checkpoint"].endswith("mae.pth")
+    out = tmp_path / "tsne"
+    proc = run_cli(["task=tsne", *arch, "task.layers=[block1.mean,norm]", "task.max_samples_per_class=4",
+                    "task.backend=pca", f"hydra.run.dir={out}"], tmp_path,
+                   env={"SELFSUP_VIS_CACHE": str(tmp_path / "cache")})
+    assert_ok(proc)
+    assert set(json.loads((out / "summary.json").read_text())["layers"]) == {"block1.mean", "norm"}
