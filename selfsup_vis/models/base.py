@@ -168,6 +168,16 @@ class SSLModule(pl.LightningModule):
             self.log(f"train/{k}", v, prog_bar=(k == "loss"), batch_size=batch_size, sync_dist=True)
 
     # ----------------------------------------------------------------------------- display
+    def pixel_panels(self, images: torch.Tensor, rec: torch.Tensor, pix: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The four display panels (0..1) from normalised images, a reconstruction in the same
+        space and the pixel mask (B, 1, H, W; 1 = masked)."""
+        return {
+            "original": self.denormalize(images),
+            "masked": self.denormalize(images) * (1 - pix),
+            "reconstruction": self.denormalize(rec),
+            "reconstruction_visible": self.denormalize(images * (1 - pix) + rec * pix),
+        }
+
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
         """Model-normalised images -> 0..1 display range with this model's own mean/std."""
         m = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)

@@ -183,12 +183,7 @@ class MAE(ViTEncoderFeatures, SSLModule):
             "mask_pixels": pix, "ids_restore": enc["ids_restore"],
             "loss": self.loss(pred, target, enc["mask"]),
             "image": images, "reconstruction": rec,
-            "panels": {
-                "original": self.denormalize(images),
-                "masked": self.denormalize(images) * (1 - pix),
-                "reconstruction": self.denormalize(rec),
-                "reconstruction_visible": self.denormalize(images * (1 - pix) + rec * pix),
-            },
+            "panels": self.pixel_panels(images, rec, pix),
         }
 
     # -------------------------------------------------------------------------- weights

@@ -84,12 +84,7 @@ class SimMIM(SSLModule):
         return {
             "pred": rec, "target": images, "mask": mask.long(), "mask_pixels": pix,
             "loss": out["loss"], "image": images, "reconstruction": rec,
-            "panels": {
-                "original": self.denormalize(images),
-                "masked": self.denormalize(images) * (1 - pix),
-                "reconstruction": self.denormalize(rec),
-                "reconstruction_visible": self.denormalize(images * (1 - pix) + rec * pix),
-            },
+            "panels": self.pixel_panels(images, rec, pix),
         }
 
     def available_layers(self) -> list[str]:
