@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from selfsup_vis.tasks.plot_shape_bias import plot_from_csvs
+    from selfsup_vis.shape_bias.report import plot_from_csvs
 
     try:
         summary = plot_from_csvs(

@@ -16,6 +16,12 @@ from selfsup_vis.embedding.backends import (
     embed,
     resolve_backend,
 )
+from selfsup_vis.embedding.plots import (
+    class_colors,
+    class_markers,
+    plot_embedding,
+    plot_embedding_grid,
+)
 from selfsup_vis.embedding.quality import (
     embedding_quality,
     knn_accuracy,
@@ -23,12 +29,6 @@ from selfsup_vis.embedding.quality import (
     trustworthiness,
 )
 from selfsup_vis.embedding.synthetic import make_clustered_features
-from selfsup_vis.plotting.embedding import (
-    class_colors,
-    class_markers,
-    plot_embedding,
-    plot_embedding_grid,
-)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import torch
 
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model
+from selfsup_vis.reconstruction.compute import reconstruct_batch
+from selfsup_vis.reconstruction.masks import make_masks
 from selfsup_vis.tasks.pretrain import ResumeError, check_resume_checkpoint
-from selfsup_vis.tasks.reconstruct import make_masks, reconstruct_batch
 from tests.conftest import assert_ok, compose_cfg, run_cli
 
 SMALL = ["dataset.batch_size=8", "dataset.val_samples_per_class=4", "trainer.enable_progress_bar=false",

@@ -14,8 +14,8 @@ from PIL import Image
 
 from selfsup_vis.data.base import CorruptImageError
 from selfsup_vis.models.hog import HOGGenerator
-from selfsup_vis.plotting.reconstruction import hog_scale, hog_segments
-from selfsup_vis.tasks.reconstruct import load_mask_file, make_masks
+from selfsup_vis.reconstruction.masks import load_mask_file, make_masks
+from selfsup_vis.reconstruction.plots import hog_scale, hog_segments
 from tests.conftest import assert_ok, compose_cfg, run_cli
 
 

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup_vis.metrics.shape_bias import CSV_COLUMNS, ShapeBias
+from selfsup_vis.data.cue_conflict_categories import (
+    CATEGORIES,
+    HUMAN_ROW_ORDER,
+    IMAGENET_INDICES,
+    parse_stimulus,
+    texture_of,
+)
 from selfsup_vis.shape_bias.analysis import (
     build_groups,
     is_human,
@@ -23,14 +29,7 @@ from selfsup_vis.shape_bias.analysis import (
     shape_bias_stats,
     subjects,
 )
-from selfsup_vis.shape_bias.categories import (
-    CATEGORIES,
-    HUMAN_ROW_ORDER,
-    IMAGENET_INDICES,
-    category_scores,
-    parse_stimulus,
-    texture_of,
-)
+from selfsup_vis.shape_bias.metric import CSV_COLUMNS, ShapeBias, category_scores
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MVH = SHARED / "data" / "model-vs-human"

@@ -14,9 +14,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
-from selfsup_vis.metrics.shape_bias import ShapeBias
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.shape_bias.analysis import read_csv, write_rows_csv
-from selfsup_vis.shape_bias.categories import CATEGORIES
+from selfsup_vis.shape_bias.metric import ShapeBias
 
 pytestmark = pytest.mark.ddp
 N_IMAGES = 37  # odd: DistributedSampler pads one rank with a duplicate

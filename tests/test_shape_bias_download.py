@@ -15,8 +15,8 @@ from selfsup_vis.data.cue_conflict import (
     check_cue_conflict_layout,
     list_cue_conflict,
 )
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.shape_bias import download as dl
-from selfsup_vis.shape_bias.categories import CATEGORIES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = SHARED / "data"

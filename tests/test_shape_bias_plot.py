@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from selfsup_vis.plotting.shape_bias import default_styles, parse_colors, rgb, row_order
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES, HUMAN_ROW_ORDER
 from selfsup_vis.shape_bias.analysis import build_groups, read_csv_dirs
-from selfsup_vis.shape_bias.categories import CATEGORIES, HUMAN_ROW_ORDER
-from selfsup_vis.tasks.plot_shape_bias import FIGURE_STEM, plot_from_csvs
+from selfsup_vis.shape_bias.plots import default_styles, parse_colors, rgb, row_order
+from selfsup_vis.shape_bias.report import FIGURE_STEM, plot_from_csvs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -150,8 +150,8 @@ def test_plot_task_through_hydra_config(compose_in, tmp_path):
 def test_plot_from_synthetic_csv_uses_its_own_categories(tmp_path):
     import torch
 
-    from selfsup_vis.metrics.shape_bias import ShapeBias
     from selfsup_vis.shape_bias.analysis import write_rows_csv
+    from selfsup_vis.shape_bias.metric import ShapeBias
 
     classes = ["circle", "square", "star"]
     m = ShapeBias(classes, "identity", subject="tiny")

@@ -11,8 +11,8 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from selfsup_vis.data.cue_conflict import CueConflictLayoutError
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.shape_bias.analysis import read_csv, shape_bias_stats
-from selfsup_vis.shape_bias.categories import CATEGORIES
 from selfsup_vis.tasks.common import run_task as _run_task
 from tests.conftest import DATA, needs_shared
 

@@ -1,6 +1,6 @@
 """EmbeddingSnapshot: a 2-D embedding of a fixed validation subset every N epochs, with kNN
 accuracy and trustworthiness logged; the embedding, quality numbers and scatter plot are
-task=tsne's own (selfsup_vis.embedding, selfsup_vis.plotting.embedding)."""
+task=tsne's own (selfsup_vis.embedding, selfsup_vis.embedding.plots)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 
 from selfsup_vis.callbacks.base import PeriodicCallback, batched_features, fixed_samples
 from selfsup_vis.embedding import EmbedParams, compute_embedding, embedding_quality
-from selfsup_vis.plotting.embedding import plot_embedding
+from selfsup_vis.embedding.plots import plot_embedding
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.utils.io import write_with
 

@@ -14,8 +14,9 @@ import torch
 
 from selfsup_vis.callbacks.base import PeriodicCallback, fixed_samples
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
-from selfsup_vis.plotting.reconstruction import reconstruction_grid
-from selfsup_vis.tasks.reconstruct import algorithm_of, make_masks, reconstruct_batch, save_arrays
+from selfsup_vis.reconstruction.compute import reconstruct_batch, save_arrays
+from selfsup_vis.reconstruction.masks import algorithm_of, make_masks
+from selfsup_vis.reconstruction.plots import reconstruction_grid
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from selfsup_vis.shape_bias.categories import CATEGORIES, parse_stimulus
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES, parse_stimulus
 
 IMAGES_PER_CATEGORY = 80
 NUM_IMAGES = IMAGES_PER_CATEGORY * len(CATEGORIES)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selfsup_vis.metrics.shape_bias import CSV_COLUMNS, shape_bias_from_ids
-from selfsup_vis.shape_bias.categories import CATEGORIES, stimulus_part, texture_of
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES, stimulus_part, texture_of
+from selfsup_vis.shape_bias.metric import CSV_COLUMNS, shape_bias_from_ids
 from selfsup_vis.utils.io import write_with
 
 HUMANS = "humans"

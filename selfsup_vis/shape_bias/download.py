@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from selfsup_vis.shape_bias.categories import CATEGORIES
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.utils.download import DownloadError
 from selfsup_vis.utils.download import cache_root as _cache_root
 from selfsup_vis.utils.download import download_file as _download_file

@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from selfsup_vis.data.datamodule import ImageDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
-from selfsup_vis.plotting.views import grid_figure, sample_figure
 from selfsup_vis.tasks.common import instantiate_loggers, run_dir, write_summary
+from selfsup_vis.views.plots import grid_figure, sample_figure
 
 log = logging.getLogger(__name__)
 

@@ -1,138 +1,17 @@
-"""task=plot_shape_bias: model-vs-human's shape-bias matrix plot from CSV directories.
-
-``plot_from_csvs`` is the whole job as a function (the task and
-``scripts/plot_shape_bias.py`` both call it): read and validate the CSVs, pick the models
-(plus the pooled humans when subject CSVs are present, drawn last), compute the numbers,
-write ``shape_bias.csv`` + ``summary.json`` and the figure as PDF and PNG.
-"""
+"""task=plot_shape_bias: model-vs-human's shape-bias matrix plot from CSV directories
+(the work is ``selfsup_vis.shape_bias.report.plot_from_csvs``)."""
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-import tempfile
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
-from selfsup_vis.plotting.shape_bias import apply_styles, find_icons, plot_shape_bias_matrix
-from selfsup_vis.shape_bias.analysis import (
-    DEFAULT_PATTERN,
-    HUMANS,
-    build_groups,
-    is_human,
-    mean_of_subjects,
-    read_csv_dirs,
-    summary_table,
-)
-from selfsup_vis.shape_bias.categories import CATEGORIES
-from selfsup_vis.shape_bias.download import DownloadError, cached_icons_dir, fetch_icons
-from selfsup_vis.utils.io import write_json, write_with
-
-log = logging.getLogger(__name__)
-FIGURE_STEM = "cue-conflict_shape-bias_matrixplot"
-
-
-def ensure_writable_dir(path: str | Path) -> Path:
-    """Create ``path`` and prove it writable before any work, so nothing is half-written."""
-    path = Path(path).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise PermissionError(f"result directory {path} is not writable: {e}") from e
-    return path
-
-
-def resolve_icons(icons_dir: str | Path | None, download: bool = False) -> dict[str, Path]:
-    """Icons from ``icons_dir``, else the download cache, else (if allowed) a download;
-    categories without an icon are drawn as text labels."""
-    if icons_dir is None:
-        icons_dir = cached_icons_dir()
-        if icons_dir is None and download:
-            try:
-                icons_dir = fetch_icons()
-            except DownloadError as e:
-                log.warning("icons not available, drawing category names instead: %s", e)
-    elif not Path(icons_dir).is_dir():
-        raise FileNotFoundError(f"icons_dir not found: {icons_dir}")
-    icons = find_icons(icons_dir, CATEGORIES)
-    if icons_dir is not None and len(icons) < len(CATEGORIES):
-        log.warning("icons missing in %s for %s; drawing their names", icons_dir,
-                    sorted(set(CATEGORIES) - set(icons)))
-    return icons
-
-
-def plot_from_csvs(
-    csv_dirs: Sequence[str | Path],
-    result_dir: str | Path,
-    models: Sequence[str] | None = None,
-    plotting_names: Sequence[str] | None = None,
-    colors: Sequence[Any] | None = None,
-    markers: Sequence[str] | None = None,
-    icons_dir: str | Path | None = None,
-    include_humans: bool = True,
-    download_icons: bool = False,
-    formats: Sequence[str] = ("pdf", "png"),
-    pattern: str = DEFAULT_PATTERN,
-    loggers: Sequence[Any] = (),
-) -> dict[str, Any]:
-    """Read the CSVs, draw the matrix plot, write the numbers; returns the summary."""
-    if not csv_dirs:
-        raise ValueError("no CSV directories given (task.csv_dirs / --csv-dir)")
-    result_dir = ensure_writable_dir(result_dir)
-    df = read_csv_dirs(csv_dirs, pattern)
-    # the 16 cue-conflict categories, or the data's own (e.g. the synthetic set's CSVs)
-    shapes = set(df["shape"])
-    categories = list(CATEGORIES) if shapes <= set(CATEGORIES) else sorted(shapes)
-    groups = build_groups(df, models, plotting_names, categories, include_humans)
-    apply_styles(groups, colors, markers)
-    icons = resolve_icons(icons_dir, download_icons) if categories == list(CATEGORIES) else {}
-    fig = plot_shape_bias_matrix(groups, categories, icons)
-    files = [str(p) for p in save_figure(fig, result_dir / FIGURE_STEM, formats)]
-    table = summary_table(groups, categories)
-    write_with(result_dir / "shape_bias.csv",
-               lambda tmp: table.to_csv(tmp, index=False))
-    files.append(str(result_dir / "shape_bias.csv"))
-    summary: dict[str, Any] = {
-        "csv_dirs": [str(d) for d in csv_dirs],
-        "categories": categories,
-        "models": {g.name: {
-            "shape_bias": g.shape_bias,
-            "shape_bias_per_category": g.per_category,
-            "shape_accuracy": g.stats["shape_accuracy"],
-            "texture_accuracy": g.stats["texture_accuracy"],
-            "counts": {k: v for k, v in g.stats.items() if k.startswith("num_")},
-            "subjects": g.subjects,
-            "color": list(g.color), "marker": g.marker,
-        } for g in groups},
-        "icons": bool(icons),
-        "files": files,
-    }
-    humans = [g for g in groups if g.name == HUMANS]
-    if humans:
-        summary["humans_mean_of_subjects"] = mean_of_subjects(
-            df, [s for s in humans[0].subjects if is_human(s)], categories)
-    write_json(result_dir / "summary.json", summary)
-    if loggers:
-        log_figure(loggers, "shape_bias/matrixplot", fig)
-        log_scalars(loggers, {f"shape_bias/{g.name}": g.shape_bias for g in groups
-                              if not math.isnan(g.shape_bias)})
-    for g in groups:
-        log.info("shape bias %-24s %.4f", g.name, g.shape_bias)
-    log.info("matrix plot: %s", files[0])
-    return summary
+from selfsup_vis.shape_bias.report import plot_from_csvs
+from selfsup_vis.tasks.common import instantiate_loggers, is_global_zero, run_dir
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    from selfsup_vis.tasks.common import instantiate_loggers, is_global_zero, run_dir
-
     t = cfg.task
     if not is_global_zero():
         return {}

@@ -20,10 +20,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.data.transforms import pipeline_for_model
-from selfsup_vis.metrics.shape_bias import ShapeBias, summary_from_compute
 from selfsup_vis.plotting.log import log_figure, save_figure
-from selfsup_vis.plotting.shape_bias import apply_styles, plot_shape_bias_matrix
 from selfsup_vis.shape_bias.analysis import (
     build_groups,
     csv_name,
@@ -32,7 +31,10 @@ from selfsup_vis.shape_bias.analysis import (
     summary_table,
     write_rows_csv,
 )
-from selfsup_vis.shape_bias.categories import CATEGORIES
+from selfsup_vis.shape_bias.evaluator import ShapeBiasEvaluator
+from selfsup_vis.shape_bias.metric import ShapeBias
+from selfsup_vis.shape_bias.plots import apply_styles, plot_shape_bias_matrix
+from selfsup_vis.shape_bias.report import resolve_icons
 from selfsup_vis.tasks.common import (
     build_trainer,
     instantiate_loggers,
@@ -41,46 +43,9 @@ from selfsup_vis.tasks.common import (
     run_dir,
     write_summary,
 )
-from selfsup_vis.tasks.plot_shape_bias import resolve_icons
 from selfsup_vis.utils.io import write_with
 
 log = logging.getLogger(__name__)
-
-
-class ShapeBiasEvaluator(pl.LightningModule):
-    """Wraps a classifier for ``Trainer.test``: logits -> ``ShapeBias.update`` per batch; the
-    metric's ``compute`` (synced across ranks) at the end of the epoch."""
-
-    def __init__(self, classifier: torch.nn.Module, metric: ShapeBias) -> None:
-        super().__init__()
-        self.classifier = classifier
-        self.metric = metric
-        self.summary: dict[str, Any] | None = None
-        self.rows: list[dict[str, Any]] = []
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(images)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        if batch["index"].numel() == 0:  # every image of the batch was skipped
-            return
-        logits = self(batch["image"])
-        if not isinstance(logits, torch.Tensor):
-            raise TypeError(f"the classifier's forward returned {type(logits).__name__}, "
-                            "expected a (batch, classes) logits tensor")
-        self.metric.update(logits, list(batch["name"]), index=batch["index"])
-
-    def on_test_epoch_end(self) -> None:
-        out = self.metric.compute()  # gathers the per-sample states of every rank
-        self.summary = summary_from_compute(out, self.metric.categories)
-        self.rows = self.metric.rows()
-        scalars = {f"shape_bias/{k}": self.summary[k]
-                   for k in ("shape_bias", "shape_accuracy", "texture_accuracy", "accuracy")}
-        scalars.update({f"shape_bias/category/{c}": v
-                        for c, v in self.summary["shape_bias_per_category"].items()})
-        scalars.update({f"shape_bias/{k}": float(v) for k, v in self.summary["counts"].items()})
-        # the values are already global (identical on every rank): the mean sync keeps them
-        self.log_dict(scalars, sync_dist=True)
 
 
 def _is_classifier(model_cfg: Any) -> bool:

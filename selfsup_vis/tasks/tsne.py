@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from selfsup_vis.data.datamodule import ImageDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.embedding.backends import EmbedParams, compute_embedding, resolve_backend
+from selfsup_vis.embedding.plots import plot_embedding, plot_embedding_grid
 from selfsup_vis.embedding.quality import embedding_quality
 from selfsup_vis.features.cache import (
     FeatureCacheEntry,
@@ -30,7 +31,6 @@ from selfsup_vis.features.cache import (
 )
 from selfsup_vis.features.extraction import extract_features, layer_file_name
 from selfsup_vis.models import build_model
-from selfsup_vis.plotting.embedding import plot_embedding, plot_embedding_grid
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.tasks.common import (
     build_trainer,

@@ -1,4 +1,5 @@
-"""The 16 cue-conflict categories, their ImageNet-1k indices and stimulus-name parsing.
+"""The 16 cue-conflict categories, their ImageNet-1k indices and stimulus-name parsing (facts of
+the cue-conflict dataset; the shape-bias decision that uses the indices lives in shape_bias.metric).
 
 The index lists are model-vs-human's published mapping (``helper/human_categories.py``,
 207 indices in all). They are data, embedded here so that no file has to be shipped or
@@ -10,8 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-
-import torch
 
 IMAGENET_INDICES: dict[str, tuple[int, ...]] = {
     "airplane": (404,),
@@ -98,16 +97,3 @@ def parse_stimulus(imagename: str) -> Stimulus:
         )
     return Stimulus(shape, int(match["snum"]), match["texture"], int(match["tnum"]),
                     match["ext"] or "")
-
-
-def category_scores(logits: torch.Tensor, categories: tuple[str, ...] = CATEGORIES) -> torch.Tensor:
-    """(B, 1000) logits -> (B, 16) mean softmax probability over each category's indices.
-
-    This is model-vs-human's ``ImageNetProbabilitiesTo16ClassesMapping`` (aggregation: mean).
-    """
-    if logits.ndim != 2 or logits.shape[1] != 1000:
-        raise ValueError(
-            f"the ImageNet->16 decision mapping needs (batch, 1000) logits, got {tuple(logits.shape)}"
-        )
-    probs = torch.softmax(logits.float(), dim=1)
-    return torch.stack([probs[:, list(IMAGENET_INDICES[c])].mean(dim=1) for c in categories], dim=1)

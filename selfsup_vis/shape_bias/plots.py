@@ -21,8 +21,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES, HUMAN_ROW_ORDER
 from selfsup_vis.shape_bias.analysis import HUMANS, Group
-from selfsup_vis.shape_bias.categories import CATEGORIES, HUMAN_ROW_ORDER
 
 RGB = tuple[float, float, float]
 

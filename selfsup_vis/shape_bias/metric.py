@@ -21,12 +21,25 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from selfsup_vis.shape_bias.categories import CATEGORIES, category_scores, parse_stimulus
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES, IMAGENET_INDICES, parse_stimulus
 
 #: Column order of model-vs-human's raw-data CSVs.
 CSV_COLUMNS = ("subj", "session", "trial", "rt", "object_response", "category", "condition",
                "imagename")
 _PER_SAMPLE = ("decision", "shape", "texture", "shape_number", "texture_number", "index")
+
+
+def category_scores(logits: torch.Tensor, categories: tuple[str, ...] = CATEGORIES) -> torch.Tensor:
+    """(B, 1000) logits -> (B, 16) mean softmax probability over each category's indices.
+
+    This is model-vs-human's ``ImageNetProbabilitiesTo16ClassesMapping`` (aggregation: mean).
+    """
+    if logits.ndim != 2 or logits.shape[1] != 1000:
+        raise ValueError(
+            f"the ImageNet->16 decision mapping needs (batch, 1000) logits, got {tuple(logits.shape)}"
+        )
+    probs = torch.softmax(logits.float(), dim=1)
+    return torch.stack([probs[:, list(IMAGENET_INDICES[c])].mean(dim=1) for c in categories], dim=1)
 
 
 class ShapeBias(Metric):

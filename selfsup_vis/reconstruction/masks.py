@@ -1,0 +1,114 @@
+"""Which model reconstructs, and the masks it reconstructs with: seeded per image (drawn by the
+model's own mask generator, the one its training pipeline uses) or loaded from a user's .npy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+
+from selfsup_vis.data.masks import BlockwiseMaskGenerator, SimMIMMaskGenerator
+
+MIM_ALGORITHMS = ("mae", "simmim", "maskfeat")
+
+
+def algorithm_of(model: Any) -> str:
+    """'mae', 'simmim' or 'maskfeat' for a masked-image model; raises otherwise."""
+    name = type(model).__name__.lower()
+    if name in MIM_ALGORITHMS and callable(getattr(model, "reconstruct", None)):
+        return name
+    raise TypeError(
+        f"reconstruction needs a masked-image model (MAE, SimMIM or MaskFeat); "
+        f"got {type(model).__name__} '{getattr(model, 'model_name', '?')}'"
+    )
+
+
+def check_mim_config(model_cfg: Any) -> None:
+    """Fail before loading any weights when ``model`` is not a masked-image model."""
+    target = str(model_cfg.get("_target_", ""))
+    cls = hydra.utils.get_class(target) if target else None
+    if cls is None or cls.__name__.lower() not in MIM_ALGORITHMS:
+        raise ValueError(
+            f"task=reconstruct needs a masked-image model (model=mae*, simmim*, maskfeat*); "
+            f"model={model_cfg.get('name')!r} is {target or 'unknown'}, which reconstructs nothing"
+        )
+
+
+# ----------------------------------------------------------------------------- masks
+def mask_grid(model: Any) -> int:
+    """Side of the patch grid the model's mask lives on (MAE/MaskFeat tokens, SimMIM patches)."""
+    return int(model.grid)
+
+
+def _image_generator(seed: int, position: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(position))
+
+
+def make_masks(model: Any, n: int, seed: int, mask_ratio: float | None = None,
+               start: int = 0) -> torch.Tensor:
+    """(n, g, g) int64 masks (1 = masked), image ``start + i`` drawn from its own generator
+    seeded by (seed, position), so a mask does not depend on the other images."""
+    algo = algorithm_of(model)
+    g = mask_grid(model)
+    masks = []
+    for i in range(n):
+        gen = _image_generator(seed, start + i)
+        if algo == "mae":
+            ratio = model.mask_ratio if mask_ratio is None else float(mask_ratio)
+            L = g * g
+            keep = int(L * (1 - ratio))
+            if not 0 < keep < L:
+                raise ValueError(f"mask_ratio={ratio} keeps {keep} of {L} patches; use a ratio in (0, 1)")
+            order = torch.argsort(torch.rand(L, generator=gen))
+            m = torch.ones(L, dtype=torch.long)
+            m[order[:keep]] = 0
+            masks.append(m.view(g, g))
+        elif algo == "simmim":
+            ratio = model.mask_ratio if mask_ratio is None else float(mask_ratio)
+            masks.append(SimMIMMaskGenerator(model.img_size, model.mask_patch_size, model.patch_size, ratio)(gen))
+        else:  # maskfeat
+            n_mask = model.num_masking_patches if mask_ratio is None else int(round(float(mask_ratio) * g * g))
+            gen_ = BlockwiseMaskGenerator(g, n_mask, min(model.min_num_patches, n_mask))
+            masks.append(gen_(gen))
+    return torch.stack(masks).long()
+
+
+def load_mask_file(path: str | Path, n: int, grid: int) -> torch.Tensor:
+    """A user mask (.npy): (h, w) for every image or (N, h, w), 1 = masked. A coarser grid
+    (dividing the model's) is upsampled; a finer one must be constant on each patch."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"task.mask: mask file not found: {p}")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as err:
+        raise ValueError(f"task.mask: cannot read {p} as a .npy array: {err}") from err
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = np.broadcast_to(arr, (n, *arr.shape))
+    if arr.ndim != 3 or arr.shape[1] != arr.shape[2] or arr.shape[0] not in (1, n):
+        raise ValueError(f"task.mask: {p} has shape {arr.shape}; expected (h, w) or ({n}, h, w) "
+                         f"with h = w on the model's {grid}x{grid} patch grid")
+    if arr.shape[0] == 1:
+        arr = np.broadcast_to(arr, (n, *arr.shape[1:]))
+    if not np.isin(arr, (0, 1)).all():
+        raise ValueError(f"task.mask: {p} must hold only 0 (visible) and 1 (masked)")
+    side = arr.shape[1]
+    m = torch.tensor(np.array(arr), dtype=torch.long)
+    if side == grid:
+        return m
+    if grid % side == 0:
+        r = grid // side
+        return m.repeat_interleave(r, 1).repeat_interleave(r, 2)
+    if side % grid == 0:
+        r = side // grid
+        blocks = m.view(n, grid, r, grid, r)
+        if not bool((blocks.amax(dim=(2, 4)) == blocks.amin(dim=(2, 4))).all()):
+            raise ValueError(f"task.mask: {p} ({side}x{side}) is not constant on the model's "
+                             f"{grid}x{grid} patches")
+        return blocks[:, :, 0, :, 0].contiguous()
+    raise ValueError(f"task.mask: {p} is {side}x{side}; the model's patch grid is {grid}x{grid} "
+                     f"(give a mask on that grid or one whose side divides / is a multiple of it)")
