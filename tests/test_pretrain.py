@@ -78,12 +78,12 @@ def test_resume_checkpoint_of_another_model_is_refused(tmp_path):
 
 @pytest.mark.parametrize("model", ["simmim_tiny", "maskfeat_tiny", "mocov2_tiny"])
 def test_pretrain_other_algorithms(model, compose_in, tmp_path):
-    from selfsup_vis.tasks.pretrain import run
+    from selfsup_vis.tasks.common import run_task
 
     cfg = compose_in(["task=pretrain", f"model={model}", "trainer.max_steps=2", *SMALL, "dataset.batch_size=4",
                       "callbacks.embedding=null", "callbacks.feature_health.num_samples=16",
                       "callbacks.reconstruction.num_images=2"])
-    s = run(cfg)
+    s = run_task(cfg)
     assert s["global_step"] == 2 and np.isfinite(s["final_metrics"]["train/loss"])
     assert not s["callback_failures"]
     has_recon = model != "mocov2_tiny"

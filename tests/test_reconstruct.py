@@ -156,9 +156,9 @@ def test_reconstruct_maskfeat_given_mask_and_hog_row(tmp_path):
 
 # ----------------------------------------------------------------------------- bad input
 def _run_inprocess(compose_in, overrides):
-    from selfsup_vis.tasks.reconstruct import run
+    from selfsup_vis.tasks.common import run_task
 
-    return run(compose_in(["task=reconstruct", *overrides]))
+    return run_task(compose_in(["task=reconstruct", *overrides]))
 
 
 def test_unreadable_image_names_the_file(tmp_path, compose_in):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 from selfsup_vis.data.datamodule import ImageDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
-from selfsup_vis.tasks.common import instantiate_loggers, run_dir, write_summary
+from selfsup_vis.tasks.common import TaskRun
 from selfsup_vis.views.plots import grid_figure, sample_figure
 
 log = logging.getLogger(__name__)
@@ -31,14 +32,14 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_")[:80] or "sample"
 
 
-def _show(figures: list, interval: float) -> None:
+def _show(figures: list, interval: float, out_dir: Path) -> None:
     """Show figures in a window one after another (needs a display and a GUI backend)."""
     import matplotlib.pyplot as plt
 
     try:
         plt.switch_backend("TkAgg")
     except Exception as err:  # no display / no Tk: files are written anyway
-        log.warning("task.show=true but no window can be opened (%s); figures are in %s", err, run_dir())
+        log.warning("task.show=true but no window can be opened (%s); figures are in %s", err, out_dir)
         return
     for fig in figures:
         manager = plt.figure().canvas.manager
@@ -49,7 +50,7 @@ def _show(figures: list, interval: float) -> None:
         plt.close("all")
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     dm: ImageDataModule = hydra.utils.instantiate(cfg.dataset)
     phase = t.phase.value if hasattr(t.phase, "value") else str(t.phase)
@@ -66,8 +67,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rng = np.random.default_rng(t.seed)
     n = min(t.n_samples, len(dataset))
     indices = sorted(rng.choice(len(dataset), size=n, replace=False).tolist())
-    out_dir = run_dir() / "browse"
-    loggers = instantiate_loggers(cfg)
+    out_dir = run.dir / "browse"
+    loggers = run.loggers
     records, samples, figures = [], [], []
     for idx in indices:
         torch.manual_seed(t.seed * 1_000_003 + idx)  # same views for the same seed and index
@@ -93,7 +94,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             }
         )
     grid = grid_figure(samples, pipeline, f"{dm.name}/{split} · pipeline {pipeline.name}")
-    grid_files = save_figure(grid, run_dir() / "browse_grid", t.formats)
+    grid_files = save_figure(grid, run.dir / "browse_grid", t.formats)
     log_figure(loggers, f"browse/{pipeline.name}", grid, step=0)
     ratios = [r["mask_ratio"] for r in records if r["mask_ratio"] is not None]
     scalars = {"browse/n_samples": len(records), "browse/num_views": len(pipeline.views)}
@@ -101,7 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         scalars["browse/mask_ratio"] = float(np.mean(ratios))
     log_scalars(loggers, scalars, step=0)
     if t.show:
-        _show(figures + [grid], t.show_interval)
+        _show(figures + [grid], t.show_interval, run.dir)
     summary = {
         "task": "browse",
         "dataset": dm.name,
@@ -113,5 +114,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "grid": [str(f) for f in grid_files],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    write_summary(summary)
+    run.write_summary(summary)
     return summary

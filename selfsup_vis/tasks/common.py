@@ -13,16 +13,12 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from selfsup_vis.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
-
-# Loggers made during the current task; ``run_task`` closes them whatever happens.
-_open_loggers: list[Logger] = []
-
 
 def run_dir() -> Path:
     """The Hydra run (or sweep job) directory; the current directory outside Hydra."""
@@ -36,7 +32,7 @@ def is_global_zero() -> bool:
 
 
 def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
-    """Build every entry of ``cfg.logger``; they are closed by ``run_task`` even on failure."""
+    """Build every entry of ``cfg.logger`` (a dict of named ``_target_`` entries)."""
     loggers: list[Logger] = []
     for name, conf in (cfg.get("logger") or {}).items():
         if conf is None:
@@ -47,7 +43,6 @@ def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
         if isinstance(lg, CSVLogger) and is_global_zero():
             _ = lg.experiment  # create its directory before figures are written into it
         loggers.append(lg)
-    _open_loggers.extend(loggers)
     return loggers
 
 
@@ -56,13 +51,42 @@ def close_loggers(loggers: list[Logger], status: str) -> None:
     for lg in loggers:
         try:
             lg.finalize(status)
-            if type(lg).__name__ == "WandbLogger":
+            if isinstance(lg, WandbLogger):
                 import wandb
 
                 if wandb.run is not None:
                     wandb.finish(exit_code=0 if status == "success" else 1)
         except Exception as err:  # closing must never hide the task's own error
             log.warning("could not close logger %s: %s", type(lg).__name__, err)
+
+
+class TaskRun:
+    """One task run: its config, its directory, its loggers (built on first use, always closed
+    by ``run_task``) and its summary. Every task function is ``run(cfg, run: TaskRun)``."""
+
+    def __init__(self, cfg: DictConfig, out_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.dir = Path(out_dir) if out_dir is not None else run_dir()
+        self._loggers: list[Logger] | None = None
+
+    @property
+    def loggers(self) -> list[Logger]:
+        if self._loggers is None:
+            self._loggers = instantiate_loggers(self.cfg)
+        return self._loggers
+
+    def write_summary(self, summary: dict[str, Any], name: str = "summary.json") -> Path | None:
+        """The task's JSON summary in the run directory (rank zero only)."""
+        if not is_global_zero():
+            return None
+        path = write_json(self.dir / name, summary)
+        log.info("summary: %s", path)
+        return path
+
+    def close(self, status: str) -> None:
+        if self._loggers:
+            close_loggers(self._loggers, status)
+        self._loggers = None
 
 
 def build_trainer(
@@ -85,15 +109,6 @@ def instantiate_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     ]
 
 
-def write_summary(summary: dict[str, Any], name: str = "summary.json") -> Path | None:
-    """Write the task's JSON summary into the run directory (rank zero only)."""
-    if not is_global_zero():
-        return None
-    path = write_json(run_dir() / name, summary)
-    log.info("summary: %s", path)
-    return path
-
-
 @contextmanager
 def phase(name: str) -> Iterator[None]:
     """Log how long a phase of a task took."""
@@ -107,17 +122,16 @@ def run_task(cfg: DictConfig) -> Any:
     """Seed, record the resolved config, call the task function, always close the loggers."""
     logging.getLogger("selfsup_vis").setLevel(cfg.get("log_level", "INFO"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    out = run_dir()
+    run = TaskRun(cfg)
     if is_global_zero():
         job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        write_text(out / "config_resolved.yaml", OmegaConf.to_yaml(job_cfg, resolve=True))
+        write_text(run.dir / "config_resolved.yaml", OmegaConf.to_yaml(job_cfg, resolve=True))
     task_fn = hydra.utils.get_method(cfg.task._target_)
     status = "failed"
     try:
-        result = task_fn(cfg)
+        result = task_fn(cfg, run)
         status = "success"
         return result
     finally:
-        close_loggers(_open_loggers, status)
-        _open_loggers.clear()
-        log.info("outputs of task=%s: %s", cfg.task.name, out)
+        run.close(status)
+        log.info("outputs of task=%s: %s", cfg.task.name, run.dir)

@@ -8,18 +8,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup_vis.shape_bias.report import plot_from_csvs
-from selfsup_vis.tasks.common import instantiate_loggers, is_global_zero, run_dir
+from selfsup_vis.tasks.common import TaskRun, is_global_zero
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     if not is_global_zero():
         return {}
-    loggers = instantiate_loggers(cfg)
+    loggers = run.loggers
     colors = OmegaConf.to_container(t.colors, resolve=True) if t.colors else None
     return plot_from_csvs(
         csv_dirs=list(t.csv_dirs),
-        result_dir=t.result_dir or run_dir(),
+        result_dir=t.result_dir or run.dir,
         models=list(t.models) or None,
         plotting_names=list(t.plotting_names) or None,
         colors=colors,

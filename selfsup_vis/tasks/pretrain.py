@@ -23,13 +23,11 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from selfsup_vis.callbacks import TrainingStats
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.tasks.common import (
+    TaskRun,
     build_trainer,
     instantiate_callbacks,
-    instantiate_loggers,
     phase,
-    run_dir,
-    write_summary,
-)
+    )
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +88,11 @@ def _default_callbacks(callbacks: list[pl.Callback], ckpt_dir: Path) -> list[pl.
     return callbacks + added
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     from selfsup_vis.models import build_model
 
     t = cfg.task
-    out = run_dir()
+    out = run.dir
     with phase("model"):
         model = build_model(cfg.model)
     resume = check_resume_checkpoint(t.ckpt_path, model) if t.ckpt_path else None
@@ -104,7 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dm.set_pipelines(train=train_pipe, eval=eval_pipe)
     log.info("training on %s/%s with\n%s", dm.name, dm.train_split, train_pipe.describe())
 
-    loggers = instantiate_loggers(cfg)
+    loggers = run.loggers
     callbacks = instantiate_callbacks(cfg)
     if t.default_callbacks:
         callbacks = _default_callbacks(callbacks, Path(t.checkpoint_dir) if t.checkpoint_dir else out / "checkpoints")
@@ -150,5 +148,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     recon = [c for c in callbacks if hasattr(c, "history") and type(c).__name__ == "ReconstructionDump"]
     if recon and recon[0].history:
         summary["reconstruction_error"] = [{"step": s, "error": e} for s, e in recon[0].history]
-    write_summary(summary)
+    run.write_summary(summary)
     return summary

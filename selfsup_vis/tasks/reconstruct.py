@@ -34,7 +34,7 @@ from selfsup_vis.reconstruction.masks import (
     mask_grid,
 )
 from selfsup_vis.reconstruction.plots import reconstruction_figure, reconstruction_grid
-from selfsup_vis.tasks.common import instantiate_loggers, phase, run_dir, write_summary
+from selfsup_vis.tasks.common import TaskRun, phase
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _device(t: DictConfig, cfg: DictConfig) -> torch.device:
 
 
 # ----------------------------------------------------------------------------- task
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     check_mim_config(cfg.model)
     with phase("images"):
@@ -90,8 +90,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 if not t.mask:
                     raise
                 raise ValueError(f"task.mask={t.mask}: {err}") from err
-    out = run_dir()
-    loggers = instantiate_loggers(cfg)
+    out = run.dir
+    loggers = run.loggers
     records = []
     for i, r in enumerate(recs):
         fig = reconstruction_figure(r.panels, f"{cfg.model.name} · {r.name} · masked {r.mask_ratio:.0%} · "
@@ -126,5 +126,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "config": OmegaConf.to_container(t, resolve=True),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    write_summary(summary)
+    run.write_summary(summary)
     return summary

@@ -36,13 +36,11 @@ from selfsup_vis.shape_bias.metric import ShapeBias
 from selfsup_vis.shape_bias.plots import apply_styles, plot_shape_bias_matrix
 from selfsup_vis.shape_bias.report import resolve_icons
 from selfsup_vis.tasks.common import (
+    TaskRun,
     build_trainer,
-    instantiate_loggers,
     is_global_zero,
     phase,
-    run_dir,
-    write_summary,
-)
+    )
 from selfsup_vis.utils.io import write_with
 
 log = logging.getLogger(__name__)
@@ -98,7 +96,7 @@ def _train_in_process(cfg: DictConfig, model: pl.LightningModule, dm: Any, logge
             "final_loss": float(loss) if loss is not None else math.nan}
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     from selfsup_vis.data.datamodule import SyntheticDataModule
     from selfsup_vis.models import build_model
 
@@ -135,7 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     pipeline = pipeline_for_model(OmegaConf.create(model_cfg), "eval", crop_pct=dm.eval_crop_pct)
     dm.set_pipelines(train=pipeline, eval=pipeline)
-    loggers = instantiate_loggers(cfg)
+    loggers = run.loggers
     model_name = t.model_name or model_cfg.get("name") or "model"
     training = None
     if train:
@@ -159,7 +157,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not is_global_zero():
         return summary
 
-    out = run_dir()
+    out = run.dir
     csv_path = write_rows_csv(out / csv_name(model_name), evaluator.rows)
     df = frame_from_rows(evaluator.rows, str(csv_path))
     reference_dirs = list(t.reference_csv_dirs)
@@ -183,7 +181,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary["files"] = {"csv": str(csv_path), "table": str(out / "shape_bias.csv"),
                         "figures": [str(p) for p in figures]}
     summary["reference"] = {g.name: g.shape_bias for g in groups if g.name != model_name}
-    write_summary(summary)
+    run.write_summary(summary)
     log.info("shape bias of %s: %.4f (%d shape / %d texture decisions on %d conflict images)",
              model_name, result["shape_bias"], result["counts"]["num_shape_hits"],
              result["counts"]["num_texture_hits"], result["counts"]["num_conflict"])

@@ -33,13 +33,11 @@ from selfsup_vis.features.extraction import extract_features, layer_file_name
 from selfsup_vis.models import build_model
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.tasks.common import (
+    TaskRun,
     build_trainer,
-    instantiate_loggers,
     is_global_zero,
     phase,
-    run_dir,
-    write_summary,
-)
+    )
 from selfsup_vis.utils.io import save_npy, write_with
 
 log = logging.getLogger(__name__)
@@ -170,7 +168,7 @@ def _export_projector(loggers: list, features: dict[str, np.ndarray], labels: np
             lg.experiment.log({f"tsne/{layer}/table": table})
 
 
-def _replot(cfg: DictConfig) -> dict[str, Any]:
+def _replot(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     """Redraw the figures of an earlier run from its saved coordinates (no recomputation)."""
     import json
 
@@ -183,9 +181,9 @@ def _replot(cfg: DictConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"task.from_dir: no summary.json in {src}")
     old = json.loads(summary_file.read_text())
     classes = old["classes"]
-    loggers = instantiate_loggers(cfg)
+    loggers = run.loggers
     panels, qualities = [], {}
-    out = run_dir()
+    out = run.dir
     for layer, info in old["layers"].items():
         rows = list(csv.DictReader(open(src / f"embedding_{layer_file_name(layer)}.csv")))
         coords = np.array([[float(r["x"]), float(r["y"])] for r in rows], dtype=np.float32)
@@ -199,15 +197,15 @@ def _replot(cfg: DictConfig) -> dict[str, Any]:
     save_figure(grid, out / "tsne_grid", t.formats)
     log_figure(loggers, "tsne/grid", grid)
     summary = {**old, "replotted_from": str(src)}
-    write_summary(summary)
+    run.write_summary(summary)
     return summary
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     if t.replot:
-        return _replot(cfg)
-    out = run_dir()
+        return _replot(cfg, run)
+    out = run.dir
     dm: ImageDataModule = hydra.utils.instantiate(cfg.dataset)
     split = t.split or dm.eval_split
     dm.eval_split = split
@@ -258,7 +256,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     save_npy(out / "labels.npy", labels)
     (out / "paths.txt").write_text("".join(f"{n}\n" for n in names))
 
-    loggers = instantiate_loggers(cfg)
+    loggers = run.loggers
     params = _embed_params(t)
     results, panels, qualities, coords_by_layer, feats_by_layer = {}, [], {}, {}, {}
     for layer in tqdm(layers, desc="embedding layers", unit="layer", disable=len(layers) < 2):
@@ -316,5 +314,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "ranking": [{"layer": la, RANK_METRIC: qualities[la].get(RANK_METRIC),
                      "trustworthiness": qualities[la].get("trustworthiness")} for la in ranking],
     }
-    write_summary(summary)
+    run.write_summary(summary)
     return summary
