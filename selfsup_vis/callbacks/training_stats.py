@@ -9,6 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import grad_norm
 
 
 def batch_size_of(batch: Any) -> int:
@@ -29,18 +30,20 @@ def batch_size_of(batch: Any) -> int:
     return 0
 
 
-def logging_step(trainer: pl.Trainer) -> bool:
-    """Whether Lightning writes the current step's metrics (``trainer.log_every_n_steps``)."""
-    conn = getattr(trainer, "_logger_connector", None)
-    return bool(getattr(conn, "should_update_logs", True))
+def logging_step(trainer: pl.Trainer, stepped: bool) -> bool:
+    """Whether Lightning writes this step's metrics (every ``trainer.log_every_n_steps``
+    optimizer steps), from public Trainer state; ``stepped``: the optimizer already stepped."""
+    n = int(trainer.log_every_n_steps)
+    if n <= 0:
+        return False
+    step = trainer.global_step if stepped else trainer.global_step + 1
+    return step % n == 0
 
 
 def total_grad_norm(module: torch.nn.Module) -> torch.Tensor | None:
-    """L2 norm of all gradients (one fused kernel per device and dtype)."""
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return None
-    return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    """L2 norm of all gradients, from Lightning's ``grad_norm`` utility."""
+    norms = grad_norm(module, norm_type=2)
+    return norms.get("grad_2.0_norm_total")
 
 
 class TrainingStats(pl.Callback):
@@ -66,7 +69,7 @@ class TrainingStats(pl.Callback):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        if not self.grad_norm or not logging_step(trainer):
+        if not self.grad_norm or not logging_step(trainer, stepped=False):
             return
         total = total_grad_norm(pl_module)
         if total is not None:
@@ -78,7 +81,7 @@ class TrainingStats(pl.Callback):
         step_time = now - self._start
         iter_time = step_time + self._data_time
         self._last_end = now
-        if not logging_step(trainer):
+        if not logging_step(trainer, stepped=True):
             return
         n = batch_size_of(batch)
         values = {"train/data_time": self._data_time, "train/step_time": step_time}

@@ -1,6 +1,8 @@
 """Typed schemas of the ``model`` config group (conf/model/*.yaml pull them in with
 ``defaults: [/schema/model/<kind>@_here_, _self_]``), so a misspelt model key fails at compose
-time. Field names are the keyword arguments of the LightningModule named by ``_target_``."""
+time. Field names are the keyword arguments of the LightningModule named by ``_target_``; this
+file is the one source of every model default, the pre-training recipes included (a model built
+without a config, e.g. from an mmpretrain config, gets them through :func:`schema_defaults`)."""
 
 from __future__ import annotations
 
@@ -8,42 +10,89 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+from selfsup_vis.config.schemas import Pipeline, Pooling
+
+IMAGENET_MEAN = list(IMAGENET_DEFAULT_MEAN)
+IMAGENET_STD = list(IMAGENET_DEFAULT_STD)
+
+
+
+# ------------------------------------------------------------------- optimizer and schedule
+@dataclass
+class AdamWConfig:
+    """``torch.optim.AdamW`` as a partial; ``lr`` is the base lr at ``model.lr_base_batch``."""
+
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True
+    lr: float = 1.0e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1.0e-8
+    weight_decay: float = 0.05
 
 
 @dataclass
-class OptimConfig:
-    """AdamW + linear warmup (fraction of all steps) + cosine decay to ``min_lr_ratio * lr``."""
+class SGDConfig:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1.0e-4
+    nesterov: bool = False
 
-    lr: float = 1.5e-4
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_ratio: float = 0.05
-    min_lr_ratio: float = 0.0
+
+@dataclass
+class SchedulerConfig:
+    """:func:`selfsup_vis.models.optim.warmup_cosine` as a partial: linear warmup over
+    ``warmup_epochs`` (the recipe's fraction ``warmup_epochs / recipe_epochs`` of the run when
+    the run is shorter or bounded by time), then cosine to ``eta_min + eta_min_ratio * lr``."""
+
+    _target_: str = "selfsup_vis.models.optim.warmup_cosine"
+    _partial_: bool = True
+    warmup_epochs: float = 0.0
+    recipe_epochs: float | None = None
+    warmup_start_factor: float = 1.0e-4
+    eta_min: float = 0.0
+    eta_min_ratio: float = 0.0
 
 
 @dataclass
 class ModelConfig:
     _target_: str = "???"
     name: str = "???"
-    img_size: int = 224
+    img_size: int = field(default=224, metadata={"min": 1})
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     checkpoint: str | None = None  # path or URL (cached in $SELFSUP_VIS_CACHE)
-    pipeline: str = "eval"  # mocov2 | multicrop | mae | simmim | maskfeat | eval
+    pipeline: Pipeline = Pipeline.eval  # training pipeline (task=pretrain, browse)
     strict: bool = True  # unexpected / mis-shaped / missing encoder tensors are errors
-    pooling: str = "cls"  # default pooling of ViT token layers: cls | mean | cls+mean | gap
-    predict_layers: list[str] | None = None  # layers returned by predict_step
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    # run although the checkpoint lacks a part the task uses (a neck, a decoder): flagged
+    # RANDOM PARTS on every figure and in summary.json instead of refused
+    allow_random_parts: bool = False
+    pooling: Pooling | None = None  # token layers without a suffix (None: cls; maps: gap)
+    predict_layers: list[str] | None = None  # layers returned by predict_step (None: default)
+    final_norm_blocks: bool = False  # ViTs: apply the final norm to blockN outputs too
+    optimizer: Any = field(default_factory=AdamWConfig)
+    scheduler: Any = field(default_factory=SchedulerConfig)
+    lr_base_batch: int | None = None  # optimizer.lr is for this many images per step (None: absolute)
+    no_weight_decay: list[str] = field(default_factory=list)  # parameter-name suffixes without decay
+    weight_decay_exclude_1d: bool = True  # no decay for norms and biases
+    gradient_clip_val: float | None = None  # max grad norm (trainer.gradient_clip_val overrides)
 
 
 @dataclass
 class MAEConfig(ModelConfig):
     _target_: str = "selfsup_vis.models.mae.MAE"
-    pipeline: str = "mae"
-    patch_size: int = 16
+    pipeline: Pipeline = Pipeline.mae
+    # mae_vit-base-p16_8xb512-amp-coslr-300e_in1k
+    optimizer: Any = field(default_factory=lambda: AdamWConfig(lr=1.5e-4, betas=[0.9, 0.95]))
+    scheduler: Any = field(default_factory=lambda: SchedulerConfig(
+        warmup_epochs=40, recipe_epochs=300, warmup_start_factor=1.0e-4))
+    lr_base_batch: int | None = 256
+    no_weight_decay: list[str] = field(default_factory=lambda: ["pos_embed", "mask_token", "cls_token"])
+    patch_size: int = field(default=16, metadata={"min": 1, "divides": "img_size"})
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -52,7 +101,7 @@ class MAEConfig(ModelConfig):
     decoder_depth: int = 8
     decoder_num_heads: int = 16
     decoder_mlp_ratio: float = 4.0
-    mask_ratio: float = 0.75
+    mask_ratio: float = field(default=0.75, metadata={"gt": 0, "lt": 1})
     norm_pix: bool = True
     drop_path_rate: float = 0.0
 
@@ -60,26 +109,41 @@ class MAEConfig(ModelConfig):
 @dataclass
 class SimMIMConfig(ModelConfig):
     _target_: str = "selfsup_vis.models.simmim.SimMIM"
-    pipeline: str = "simmim"
-    img_size: int = 192
-    patch_size: int = 4
+    pipeline: Pipeline = Pipeline.simmim
+    # simmim_swin-base_16xb128-amp-coslr-100e_in1k-192
+    optimizer: Any = field(default_factory=lambda: AdamWConfig(lr=2.0e-4, betas=[0.9, 0.999], eps=1.0e-8))
+    scheduler: Any = field(default_factory=lambda: SchedulerConfig(
+        warmup_epochs=10, recipe_epochs=100, warmup_start_factor=1.0e-6 / 2.0e-4,
+        eta_min_ratio=1.0e-5 / 2.0e-4))
+    lr_base_batch: int | None = 512
+    no_weight_decay: list[str] = field(default_factory=lambda: [
+        "absolute_pos_embed", "relative_position_bias_table"])
+    gradient_clip_val: float | None = 5.0
+    img_size: int = field(default=192, metadata={"min": 1})
+    patch_size: int = field(default=4, metadata={"min": 1, "divides": "img_size"})
     embed_dim: int = 128
     depths: list[int] = field(default_factory=lambda: [2, 2, 18, 2])
     num_heads: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
     window_size: int = 6
     mlp_ratio: float = 4.0
     pad_small_map: bool = False
-    encoder_stride: int = 32
-    mask_patch_size: int = 32
-    mask_ratio: float = 0.6
+    encoder_stride: int = field(default=32, metadata={"min": 1, "divides": "img_size"})
+    mask_patch_size: int = field(default=32, metadata={"min": 1, "divides": "img_size"})
+    mask_ratio: float = field(default=0.6, metadata={"gt": 0, "lt": 1})
     drop_path_rate: float = 0.0
 
 
 @dataclass
 class MaskFeatConfig(ModelConfig):
     _target_: str = "selfsup_vis.models.maskfeat.MaskFeat"
-    pipeline: str = "maskfeat"
-    patch_size: int = 16
+    pipeline: Pipeline = Pipeline.maskfeat
+    # maskfeat_vit-base-p16_8xb256-amp-coslr-300e_in1k: lr 2e-4 x 8 at batch 2048
+    optimizer: Any = field(default_factory=lambda: AdamWConfig(lr=2.0e-4 * 8, betas=[0.9, 0.999]))
+    scheduler: Any = field(default_factory=lambda: SchedulerConfig(
+        warmup_epochs=30, recipe_epochs=300, warmup_start_factor=1.0e-6, eta_min=1.0e-6))
+    lr_base_batch: int | None = 2048
+    gradient_clip_val: float | None = 0.02
+    patch_size: int = field(default=16, metadata={"min": 1, "divides": "img_size"})
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -95,7 +159,12 @@ class MaskFeatConfig(ModelConfig):
 @dataclass
 class MoCoV2Config(ModelConfig):
     _target_: str = "selfsup_vis.models.moco.MoCoV2"
-    pipeline: str = "mocov2"
+    pipeline: Pipeline = Pipeline.mocov2
+    # mocov2_resnet50_8xb32-coslr-200e_in1k: SGD, weight decay on every parameter, no warmup
+    optimizer: Any = field(default_factory=SGDConfig)
+    scheduler: Any = field(default_factory=lambda: SchedulerConfig(recipe_epochs=200))
+    lr_base_batch: int | None = 256
+    weight_decay_exclude_1d: bool = False
     depth: int = 50
     stem_channels: int = 64
     base_channels: int = 64
@@ -105,8 +174,6 @@ class MoCoV2Config(ModelConfig):
     queue_len: int = 65536
     momentum: float = 0.001  # EMA weight of the online model (mmpretrain convention)
     temperature: float = 0.2
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
-        lr=0.03, weight_decay=1e-4, betas=[0.9, 0.999], warmup_ratio=0.0))
 
 
 @dataclass
@@ -135,6 +202,16 @@ class TimmClassifierConfig(ModelConfig):
 
 MODEL_SCHEMAS = {"mae": MAEConfig, "simmim": SimMIMConfig, "maskfeat": MaskFeatConfig,
                  "mocov2": MoCoV2Config, "mmcls": MMClassifierConfig, "timm": TimmClassifierConfig}
+
+
+def schema_defaults(target: str) -> dict[str, Any]:
+    """The schema's defaults (a plain dict) of the model class ``target`` (``_target_``), so
+    that a model built without a config (mmpretrain config, tests) trains with the same
+    recipe as ``model=<name>``."""
+    for node in MODEL_SCHEMAS.values():
+        if node._target_ == target:
+            return OmegaConf.to_container(OmegaConf.structured(node), resolve=True, enum_to_str=True)
+    return OmegaConf.to_container(OmegaConf.structured(ModelConfig), resolve=True, enum_to_str=True)
 
 
 def register_model_schemas() -> None:

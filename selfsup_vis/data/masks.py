@@ -1,8 +1,11 @@
-"""Mask generators of the masked-image-modelling pipelines (SimMIM and MaskFeat/BEiT).
+"""Mask generators of the masked-image models (MAE random, SimMIM, MaskFeat/BEiT blockwise).
 
-Same algorithms and defaults as mmpretrain's ``SimMIMMaskGenerator`` and
+Same algorithms as mmpretrain's ``MAEViT.random_masking``, ``SimMIMMaskGenerator`` and
 ``BEiTMaskGenerator``, but drawing from an optional ``torch.Generator`` so that masks are
-reproducible per sample. Masks are LongTensors with 1 = masked.
+reproducible per sample. Masks are LongTensors with 1 = masked. The settings are not decided
+here: each model builds its own generator from its constructor arguments
+(``model.mask_generator()`` / ``Model.mask_generator_from_config(cfg)``), and the training
+pipeline, ``task=reconstruct`` and the reconstruction callback all ask the model.
 """
 
 from __future__ import annotations
@@ -19,6 +22,28 @@ def _uniform(low: float, high: float, generator: torch.Generator | None) -> floa
 def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
     """Integer in [low, high] inclusive, like ``random.randint``."""
     return int(torch.randint(low, high + 1, (), generator=generator).item())
+
+
+class RandomMaskGenerator:
+    """MAE: ``int(L * (1 - mask_ratio))`` patches kept, chosen by the order of uniform noise
+    (the model's own ``forward_encoder`` masks the same way), on a ``grid`` x ``grid`` map."""
+
+    def __init__(self, grid: int, mask_ratio: float = 0.75) -> None:
+        self.grid, self.mask_ratio = int(grid), float(mask_ratio)
+        self.num_patches = self.grid * self.grid
+        self.len_keep = int(self.num_patches * (1 - self.mask_ratio))
+        if not 0 < self.len_keep < self.num_patches:
+            raise ValueError(f"mask_ratio={mask_ratio} keeps {self.len_keep} of {self.num_patches} patches; "
+                             f"use a ratio in (0, 1)")
+
+    def __call__(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        order = torch.argsort(torch.rand(self.num_patches, generator=generator))
+        mask = torch.ones(self.num_patches, dtype=torch.long)
+        mask[order[: self.len_keep]] = 0
+        return mask.view(self.grid, self.grid)
+
+    def __repr__(self) -> str:
+        return f"RandomMaskGenerator(grid={self.grid}, mask_ratio={self.mask_ratio})"
 
 
 class SimMIMMaskGenerator:

@@ -13,14 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.transforms import v2 as T
 
-from selfsup_vis.data.masks import BlockwiseMaskGenerator, SimMIMMaskGenerator
+from selfsup_vis.config.schemas import Pipeline as PipelineName
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PIPELINES = ("eval", "mocov2", "multicrop", "mae", "simmim", "maskfeat")
+IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
+IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
+PIPELINES = tuple(p.value for p in PipelineName)
+#: the model class whose mask generator a masked pipeline uses (the model owns the mask rule)
+MASK_MODELS = {"simmim": "selfsup_vis.models.simmim.SimMIM", "maskfeat": "selfsup_vis.models.maskfeat.MaskFeat"}
 SKIPPABLE = (
     "RandomResizedCrop", "ColorJitter", "RandomGrayscale", "GaussianBlur",
     "RandomHorizontalFlip", "Resize", "CenterCrop", "Normalize", "MaskGenerator",
@@ -124,13 +128,14 @@ def build_pipeline(
     skip: Sequence[str] = (),
     *,
     crop_pct: float | None = 0.875,
-    patch_size: int = 16,
-    mask_patch_size: int = 32,
-    mask_ratio: float = 0.6,
+    patch_size: int | None = None,
+    mask_patch_size: int | None = None,
+    mask_ratio: float | None = None,
     num_masking_patches: int | None = None,
-    min_num_patches: int = 15,
+    min_num_patches: int | None = None,
     num_local_views: int = 6,
     local_size: int | None = None,
+    mask_generator: Callable[..., torch.Tensor] | None = None,
 ) -> Pipeline:
     """Build a named pipeline (see ``PIPELINES``) for images of ``img_size`` pixels.
 
@@ -138,16 +143,23 @@ def build_pipeline(
     resize to ``img_size`` when ``crop_pct`` is None. ``mocov2``: two views
     (RandomResizedCrop 0.2–1, ColorJitter 0.4/0.4/0.4/0.1 p0.8, Grayscale p0.2, GaussianBlur
     σ 0.1–2 p0.5, flip). ``multicrop``: 2 global + N local views. ``mae``: RandomResizedCrop
-    0.2–1 + flip. ``simmim``: RandomResizedCrop 0.67–1 + flip + SimMIM mask (mask patch 32,
-    model patch 4, ratio 0.6 at 192 px). ``maskfeat``: RandomResizedCrop 0.5–1 + flip +
-    blockwise mask (78 of 196 patches, ≥ 15 per block at 224 px / patch 16).
+    0.2–1 + flip. ``simmim``: RandomResizedCrop 0.67–1 + flip + SimMIM mask. ``maskfeat``:
+    RandomResizedCrop 0.5–1 + flip + blockwise mask. The mask is ``mask_generator`` (the
+    model's own, see :func:`pipeline_for_model`), else the one the SimMIM / MaskFeat model class
+    builds from the given mask settings (its constructor's defaults for the others).
     """
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; valid: {', '.join(PIPELINES)}")
     skip_set = set(normalize_skip(skip))
     mean_t, std_t = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     flip = ("RandomHorizontalFlip", T.RandomHorizontalFlip())
-    mask_generator = None
+    if name in MASK_MODELS and mask_generator is None:
+        given = {"img_size": img_size, "patch_size": patch_size, "mask_patch_size": mask_patch_size,
+                 "mask_ratio": mask_ratio, "num_masking_patches": num_masking_patches,
+                 "min_num_patches": min_num_patches}
+        mask_generator = get_class(MASK_MODELS[name]).mask_generator_from_config(given)
+    elif name not in MASK_MODELS:
+        mask_generator = None
     if name == "eval":
         if crop_pct is None:
             steps = [("Resize", T.Resize((img_size, img_size), interpolation=_BICUBIC, antialias=True))]
@@ -171,15 +183,11 @@ def build_pipeline(
             img_size, scale=(0.67, 1.0), ratio=(3 / 4, 4 / 3), interpolation=_BICUBIC, antialias=True
         )
         views = [("view", [("RandomResizedCrop", rrc), flip])]
-        mask_generator = SimMIMMaskGenerator(img_size, mask_patch_size, patch_size, mask_ratio)
     else:  # maskfeat
         rrc = T.RandomResizedCrop(
             img_size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), interpolation=_BICUBIC, antialias=True
         )
         views = [("view", [("RandomResizedCrop", rrc), flip])]
-        side = img_size // patch_size
-        n_mask = num_masking_patches or int(round(side * side * 78 / 196))
-        mask_generator = BlockwiseMaskGenerator(side, n_mask, min(min_num_patches, max(1, n_mask // 5)))
     if "MaskGenerator" in skip_set:
         mask_generator = None
     built = []
@@ -205,26 +213,27 @@ def pipeline_for_model(
     crop_pct: float | None = 0.875,
 ) -> Pipeline:
     """The pipeline named by ``name`` (default: the model's training pipeline), sized and
-    normalised from the model config (``img_size``, ``mean``, ``std``, mask settings)."""
-    name = name or model_cfg.get("pipeline", "eval")
-    kwargs = {
-        k: model_cfg.get(k)
-        for k in ("patch_size", "mask_patch_size", "mask_ratio", "num_masking_patches", "min_num_patches")
-        if model_cfg.get(k) is not None
-    }
-    if name == "simmim":
-        kwargs.setdefault("patch_size", 4)
-        kwargs["mask_ratio"] = model_cfg.get("mask_ratio") or 0.6
-    elif "mask_ratio" in kwargs:
-        kwargs.pop("mask_ratio")
+    normalised from the model config (``img_size``, ``mean``, ``std``). A masked pipeline
+    draws the model's own masks (``mask_generator_from_config`` of the model class, the rule
+    that ``model.mask_generator()`` uses too); a masked pipeline of another algorithm than the
+    model's (e.g. browsing ``pipeline=simmim`` with an MAE) uses that algorithm's defaults."""
+    name = str(name or model_cfg.get("pipeline", "eval"))
+    mask_generator = None
+    if name in MASK_MODELS:
+        target = model_cfg.get("_target_")
+        model_cls = get_class(str(target)) if target else None
+        mask_cls = get_class(MASK_MODELS[name])
+        own = model_cls is not None and issubclass(model_cls, mask_cls)
+        mask_generator = mask_cls.mask_generator_from_config(
+            model_cfg if own else {"img_size": int(model_cfg.img_size)})
     return build_pipeline(
-        str(name),
+        name,
         int(model_cfg.img_size),
         model_cfg.get("mean", IMAGENET_MEAN),
         model_cfg.get("std", IMAGENET_STD),
         skip,
         crop_pct=crop_pct,
-        **kwargs,
+        mask_generator=mask_generator,
     )
 
 

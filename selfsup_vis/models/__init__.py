@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from selfsup_vis.models.base import SSLModule
 
@@ -20,22 +24,31 @@ log = logging.getLogger(__name__)
 __all__ = ["SSLModule", "build_model"]
 
 
-def build_model(cfg: Mapping[str, Any] | Any, load: bool = True, device: str | torch.device | None = None
-                ) -> SSLModule:
+def build_model(cfg: Mapping[str, Any] | Any, load: bool = True, device: str | torch.device | None = None,
+                **overrides: Any) -> SSLModule:
     """Instantiate ``cfg`` (a model config with ``_target_``) and load its checkpoint.
 
-    ``device='meta'`` builds without allocating weights (for key/shape checks)."""
-    from hydra.utils import instantiate
-    from omegaconf import DictConfig, OmegaConf
-
+    ``overrides`` are constructor arguments that replace the config's (e.g. a task's
+    ``pooling=``, ``predict_layers=``, ``final_norm_blocks=``; ``None`` values are ignored), so
+    that they are validated by the constructor. ``device='meta'`` builds without allocating
+    weights (for key/shape checks)."""
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    cfg = dict(cfg)
-    if device is not None:
-        with torch.device(device):
+        cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    cfg = {k: (str(v) if isinstance(v, Enum) else v) for k, v in dict(cfg).items()}
+    cfg.update({k: (str(v) if isinstance(v, Enum) else v) for k, v in overrides.items() if v is not None})
+    # a load option read by the tasks (checkpoints.provenance.check_random_parts), not a kwarg
+    allow_random_parts = bool(cfg.pop("allow_random_parts", False))
+    try:
+        if device is not None:
+            with torch.device(device):
+                model = instantiate(cfg, _convert_="all")
+        else:
             model = instantiate(cfg, _convert_="all")
-    else:
-        model = instantiate(cfg, _convert_="all")
+    except InstantiationException as err:  # the constructor's own message names model and value
+        if isinstance(err.__cause__, ValueError):
+            raise err.__cause__ from None
+        raise
+    model.allow_random_parts = allow_random_parts
     if load and cfg.get("checkpoint"):
         report = model.load_weights(cfg["checkpoint"])
         log.info("%s", report.summary())

@@ -1,8 +1,10 @@
-"""timm backbones built with the exact settings of the MMSelfSup / mmpretrain models, and the
-forward helpers that give named intermediate outputs."""
+"""timm backbones built with the exact settings of the MMSelfSup / mmpretrain models, and named
+intermediate outputs taken the timm way (``forward_intermediates``) with mmpretrain's layer
+meanings (:data:`LAYER_MEANINGS`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -225,3 +227,70 @@ def resnet_stages(net: ResNet, x: torch.Tensor, keep: set[str] | None = None
     if keep is not None:
         outs = {k: v for k, v in outs.items() if k in keep}
     return x, outs
+
+
+# ----------------------------------------------------------------------------------- named layers
+#: what each layer name means (mmpretrain's meaning) and which timm intermediate gives it
+LAYER_MEANINGS: dict[str, str] = {
+    "stem": "ResNet stem after its max-pool (mmpretrain); timm intermediate 0 (module act1) + maxpool",
+    "layerN": "ResNet stage N = 1..4 (timm intermediate N, module layerN)",
+    "blockN": "ViT block N, all tokens (timm intermediate N of blocks.N, prefix tokens re-attached)",
+    "stageN": "Swin / ConvNeXt stage N before the next downsample, NCHW (timm layers.N / stages.N)",
+    "featN": "timm intermediate N of any other model (feature_info[N])",
+    "norm": "ViT / Swin final norm on the last block / stage (timm's final features)",
+    "neck": "MoCo v2 projection MLP on the pooled layer4",
+    "feats": "mmpretrain extract_feat: pooled backbone (+ neck) fed to the classification head",
+    "pre_logits": "classifier head input after its pre-logits layer",
+    "logits": "class scores",
+}
+_TIMM_MODULE_NAMES = ((re.compile(r"act1|stem(\..*)?"), lambda m: "stem"),
+                      (re.compile(r"layer(\d+)"), lambda m: f"layer{m[1]}"),
+                      (re.compile(r"blocks\.(\d+)"), lambda m: f"block{m[1]}"),
+                      (re.compile(r"(?:stages|layers)\.(\d+)"), lambda m: f"stage{m[1]}"))
+
+
+def supports_intermediates(net: nn.Module) -> bool:
+    return callable(getattr(net, "forward_intermediates", None)) and bool(getattr(net, "feature_info", None))
+
+
+def timm_layer_names(net: nn.Module) -> list[str]:
+    """Our name of each ``forward_intermediates`` output of a timm model (its ``feature_info``)."""
+    names: list[str] = []
+    for i, info in enumerate(net.feature_info):
+        module = str(info["module"])
+        name = f"feat{i}"
+        for pattern, rename in _TIMM_MODULE_NAMES:
+            if m := pattern.fullmatch(module):
+                name = rename(m)
+                break
+        names.append(name if name not in names else f"feat{i}")
+    return names
+
+
+def _has_tokens(net: nn.Module) -> bool:
+    return isinstance(net, VisionTransformer) or (hasattr(net, "blocks") and hasattr(net, "num_prefix_tokens")
+                                                  and hasattr(net, "cls_token"))
+
+
+def named_intermediates(net: nn.Module, images: torch.Tensor, wanted: set[str], need_final: bool = True
+                        ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """timm's ``forward_intermediates`` under our names: ``(final, {name: output})``.
+
+    ViTs give (B, N, C) token sequences with the prefix tokens; maps are NCHW; ``stem`` of a
+    ResNet is taken after the max-pool as in mmpretrain; Swin's final output is NCHW after its
+    final norm. ``final`` is None when ``need_final`` is false (the forward stops early)."""
+    names = timm_layer_names(net)
+    idx = [i for i, n in enumerate(names) if n in wanted] or [len(names) - 1]
+    tokens = _has_tokens(net)
+    kwargs: dict = {"return_prefix_tokens": True, "output_fmt": "NLC"} if tokens else {}
+    final, inter = net.forward_intermediates(images, indices=idx, stop_early=not need_final, **kwargs)
+    if tokens and getattr(net, "num_prefix_tokens", 0):
+        inter = [torch.cat([prefix, x], dim=1) for x, prefix in inter]
+    outs = {names[i]: x for i, x in zip(idx, inter) if names[i] in wanted}
+    if "stem" in outs and isinstance(getattr(net, "maxpool", None), nn.Module):
+        outs["stem"] = net.maxpool(outs["stem"])
+    if not need_final:
+        final = None
+    elif isinstance(net, SwinTransformer):
+        final = final.permute(0, 3, 1, 2).contiguous()
+    return final, outs

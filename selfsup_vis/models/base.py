@@ -1,32 +1,49 @@
-"""Shared LightningModule plumbing: named feature extraction, predict_step, checkpoint
-loading with a report, and AdamW + linear warmup + cosine decay."""
+"""Shared LightningModule plumbing: named feature extraction (layers, pooling and final norm
+fixed at construction and validated there), predict_step, checkpoint loading with a report, and
+the optimizer / schedule / gradient clipping of the model's pre-training recipe."""
 
 from __future__ import annotations
 
+import inspect
 import logging
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from selfsup_vis.checkpoints.keymap import KeyMap
 from selfsup_vis.checkpoints.loading import LoadReport, load_checkpoint
+from selfsup_vis.config.model import schema_defaults
+from selfsup_vis.config.schemas import Pooling
+from selfsup_vis.models.backbones import named_intermediates, resize_vit_pos_embed
+from selfsup_vis.models.optim import effective_batch_size, param_groups, run_length, scaled_lr
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-TOKEN_POOLINGS = ("cls", "mean", "cls+mean", "gap")
-DEFAULT_OPTIM: dict[str, Any] = {"lr": 1.5e-4, "weight_decay": 0.05, "betas": (0.9, 0.95),
-                                 "warmup_ratio": 0.05, "min_lr_ratio": 0.0}
+IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
+IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
+TOKEN_POOLINGS = tuple(p.value for p in Pooling)
+#: a constructor argument left to the model's schema (config/model.py), the one source of defaults
+FROM_SCHEMA: Any = "<schema default>"
+#: constructor arguments that are factories, not hyper-parameters (kept out of checkpoints)
+NOT_HPARAMS = ("optimizer", "scheduler")
+
+
+def _factory(node: Any) -> Callable[..., Any] | None:
+    """A ``_partial_`` config node (dict) -> its callable; callables pass through."""
+    if node is None or callable(node):
+        return node
+    return instantiate(dict(node), _convert_="all")
 
 
 class SSLModule(pl.LightningModule):
     """Base of every selfsup_vis model. Subclasses implement ``_layer_outputs`` (raw outputs
-    of the requested base layers), ``available_layers`` and ``key_maps``."""
+    of the requested base layers), ``available_layers`` and ``key_maps``, and end their
+    ``__init__`` with ``self.configure_features()`` (validates layers / pooling / final norm)."""
 
     #: state-dict prefixes that a checkpoint must provide (missing ones are an error)
     required_prefixes: tuple[str, ...] = ("",)
@@ -36,22 +53,69 @@ class SSLModule(pl.LightningModule):
     def __init__(self, name: str = "model", img_size: int = 224,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  checkpoint: str | None = None, pipeline: str = "eval", strict: bool = True,
-                 pooling: str = "cls", predict_layers: Sequence[str] | None = None,
-                 optim: dict[str, Any] | None = None) -> None:
+                 pooling: str | None = None, predict_layers: Sequence[str] | None = None,
+                 final_norm_blocks: bool = False, optimizer: Any = FROM_SCHEMA,
+                 scheduler: Any = FROM_SCHEMA, lr_base_batch: Any = FROM_SCHEMA,
+                 no_weight_decay: Any = FROM_SCHEMA, weight_decay_exclude_1d: Any = FROM_SCHEMA,
+                 gradient_clip_val: Any = FROM_SCHEMA) -> None:
         super().__init__()
-        if pooling not in TOKEN_POOLINGS:
-            raise ValueError(f"pooling={pooling!r}: expected one of {TOKEN_POOLINGS}")
         self.model_name = name
         self.img_size = int(img_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.checkpoint = checkpoint
-        self.pipeline = pipeline
+        self.pipeline = str(pipeline)
         self.strict = strict
-        self.pooling = pooling
+        # requested here, validated by configure_features() once the subclass built its layers
+        self.pooling: str | None = str(pooling) if pooling is not None else None
         self.predict_layers = list(predict_layers) if predict_layers else None
-        self.optim = {**DEFAULT_OPTIM, **(dict(optim) if optim else {})}
+        self.final_norm_blocks = bool(final_norm_blocks)
+        recipe = schema_defaults(f"{type(self).__module__}.{type(self).__qualname__}")
+        given = {"optimizer": optimizer, "scheduler": scheduler, "lr_base_batch": lr_base_batch,
+                 "no_weight_decay": no_weight_decay, "weight_decay_exclude_1d": weight_decay_exclude_1d,
+                 "gradient_clip_val": gradient_clip_val}
+        r = {k: recipe[k] if v is FROM_SCHEMA else v for k, v in given.items()}
+        self.optimizer_factory = _factory(r["optimizer"])
+        self.scheduler_factory = _factory(r["scheduler"])
+        self.lr_base_batch = r["lr_base_batch"]
+        self.no_weight_decay = list(r["no_weight_decay"] or [])
+        self.weight_decay_exclude_1d = bool(r["weight_decay_exclude_1d"])
+        self.gradient_clip_val = r["gradient_clip_val"]
+        self.optim_summary: dict[str, Any] = {}
         self.load_report: LoadReport | None = None
+
+    # ----------------------------------------------------------------------------- masks
+    #: constructor arguments the mask generator is built from (masked-image models)
+    mask_args: tuple[str, ...] = ()
+
+    @classmethod
+    def build_mask_generator(cls, args: Mapping[str, Any], mask_ratio: float | None = None
+                             ) -> Callable[..., torch.Tensor] | None:
+        """The model's mask generator from its constructor arguments ``args`` (the ``mask_args``);
+        ``mask_ratio`` overrides its ratio. None: the model masks nothing."""
+        return None
+
+    @classmethod
+    def mask_generator_from_config(cls, cfg: Mapping[str, Any], mask_ratio: float | None = None
+                                   ) -> Callable[..., torch.Tensor] | None:
+        """The generator a model built from ``cfg`` would own, without building it (the
+        training pipeline uses this); missing keys take the constructor's defaults."""
+        params = inspect.signature(cls.__init__).parameters
+        args = {k: cfg.get(k) if cfg.get(k) is not None else params[k].default for k in cls.mask_args}
+        return cls.build_mask_generator(args, mask_ratio)
+
+    def mask_generator(self, mask_ratio: float | None = None) -> Callable[..., torch.Tensor] | None:
+        """This model's generator (``mask_ratio`` overrides its ratio / number of patches);
+        called with an optional ``torch.Generator``, it returns one (h, w) int64 mask."""
+        return self.build_mask_generator({k: self.hparams[k] for k in self.mask_args}, mask_ratio)
+
+    def make_mask(self, batch: int, generator: torch.Generator | None = None,
+                  mask_ratio: float | None = None) -> torch.Tensor:
+        """(B, h, w) int64 masks from :meth:`mask_generator`, drawn one after the other."""
+        gen = self.mask_generator(mask_ratio)
+        if gen is None:
+            raise TypeError(f"{type(self).__name__} '{self.model_name}' draws no masks")
+        return torch.stack([gen(generator) for _ in range(batch)]).long()
 
     # ----------------------------------------------------------------------------- layers
     def available_layers(self) -> list[str]:
@@ -63,7 +127,37 @@ class SSLModule(pl.LightningModule):
     def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def _parse_layer(self, layer: str) -> tuple[str, str | None]:
+    def valid_poolings(self) -> tuple[str, ...]:
+        """Token layers take every pooling; models with feature maps only take ``gap``."""
+        return TOKEN_POOLINGS if self.token_layers else ("gap",)
+
+    def configure_features(self, layers: Sequence[str] | None = None, pooling: str | None = None,
+                           final_norm: bool | None = None) -> None:
+        """Validate and set what ``predict_step`` returns: ``layers`` (default: the
+        constructor's ``predict_layers``, else ``default_layers()``), ``pooling`` of token
+        layers without a suffix and ``final_norm`` on ViT block outputs. Called at the end of
+        every constructor; an unknown layer, a pooling the model cannot do or a final norm it
+        does not have is an error naming the valid choices."""
+        layers = list(layers) if layers else self.predict_layers
+        pooling = pooling if pooling is not None else self.pooling
+        final_norm = self.final_norm_blocks if final_norm is None else bool(final_norm)
+        valid = self.valid_poolings()
+        if pooling is not None and str(pooling) not in valid:
+            kind = "token layers" if self.token_layers else "feature maps only (no tokens)"
+            raise ValueError(f"pooling={str(pooling)!r}: {type(self).__name__} '{self.model_name}' has "
+                             f"{kind}; valid poolings: {', '.join(valid)}")
+        resolved = list(layers) if layers else self.default_layers()
+        for layer in resolved:
+            self.parse_layer(layer)
+        if final_norm and self.final_norm_layer() is None:
+            raise ValueError(f"final_norm: {type(self).__name__} '{self.model_name}' has no final norm "
+                             f"to apply to block outputs")
+        self.pooling = str(pooling) if pooling is not None else valid[0]
+        self.predict_layers = resolved
+        self.final_norm_blocks = final_norm
+
+    def parse_layer(self, layer: str) -> tuple[str, str | None]:
+        """``base[.pooling]`` -> (base, pooling); an unknown name lists the valid ones."""
         valid = self.available_layers()
         base, _, pool = layer.partition(".")
         if base not in valid or (pool and (base not in self.token_layers or pool not in TOKEN_POOLINGS)):
@@ -78,36 +172,26 @@ class SSLModule(pl.LightningModule):
         """Pooled (B, D) feature vectors per requested layer name (see ``available_layers``)."""
         if isinstance(layers, str):
             layers = [layers]
-        parsed = {layer: self._parse_layer(layer) for layer in layers}
+        parsed = {layer: self.parse_layer(layer) for layer in layers}
         raw = self._layer_outputs(images, {b for b, _ in parsed.values()})
         out = {}
         for layer, (base, pool) in parsed.items():
             x = raw[base]
             if self.final_norm_blocks and base.startswith("block"):
-                x = self._final_norm(layer)(x)
+                x = self.final_norm_layer()(x)
             out[layer] = self._pool(x, base, pool)
         return out
-
-    #: apply the encoder's final norm to intermediate ViT block outputs too (t-SNE's final_norm)
-    final_norm_blocks: bool = False
 
     def final_norm_layer(self) -> nn.Module | None:
         """The final norm of a ViT encoder (None for backbones without one)."""
         return None
-
-    def _final_norm(self, layer: str) -> nn.Module:
-        norm = self.final_norm_layer()
-        if norm is None:
-            raise ValueError(f"final_norm: {type(self).__name__} '{self.model_name}' has no final norm "
-                             f"to apply to {layer!r}")
-        return norm
 
     def _pool(self, x: torch.Tensor, base: str, pool: str | None) -> torch.Tensor:
         if x.dim() == 2:
             return x
         if x.dim() == 4:  # NCHW feature map
             return x.mean(dim=(2, 3))
-        pool = pool or self.pooling
+        pool = pool or self.pooling or "cls"
         n_prefix = getattr(self, "num_prefix_tokens", 1)
         cls, patches = x[:, 0], x[:, n_prefix:].mean(dim=1)
         if pool == "cls":
@@ -140,28 +224,49 @@ class SSLModule(pl.LightningModule):
         return report
 
     # ----------------------------------------------------------------------------- optim
+    def no_weight_decay_names(self) -> set[str]:
+        """Full names of the parameters named (by suffix) in ``no_weight_decay``."""
+        sfx = tuple(self.no_weight_decay)
+        return {n for n, _ in self.named_parameters() if sfx and (n in sfx or n.endswith(tuple("." + s for s in sfx)))}
+
     def configure_optimizers(self) -> Any:
-        o = self.optim
-        decay, no_decay = [], []
-        for n, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim <= 1 or n.endswith(("token", "pos_embed", "bias_table")) else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=o["lr"], betas=tuple(o["betas"]))
-        total = max(1, int(getattr(self.trainer, "estimated_stepping_batches", 1) or 1))
-        warm = int(total * float(o["warmup_ratio"]))
-        floor = float(o["min_lr_ratio"])
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            t = (step - warm) / max(1, total - warm)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        """The recipe's optimizer at lr x effective batch / ``lr_base_batch``, timm's weight-decay
+        groups, and the schedule fitted to this run (steps, epochs or time)."""
+        if self.optimizer_factory is None:
+            raise ValueError(f"{type(self).__name__} '{self.model_name}': model.optimizer is null")
+        run = run_length(self.trainer)  # estimated_stepping_batches: loads the train loader
+        batch = effective_batch_size(self.trainer)
+        kw = getattr(self.optimizer_factory, "keywords", {})
+        if "lr" not in kw:
+            raise ValueError("model.optimizer needs an lr")
+        lr = scaled_lr(kw["lr"], self.lr_base_batch, batch)
+        groups = param_groups(self, float(kw.get("weight_decay", 0.0)), self.no_weight_decay_names(),
+                              self.weight_decay_exclude_1d)
+        opt = self.optimizer_factory(params=groups, lr=lr)
+        self.optim_summary = {
+            "optimizer": type(opt).__name__, "base_lr": float(kw["lr"]), "lr_base_batch": self.lr_base_batch,
+            "effective_batch": batch, "lr": lr, "gradient_clip_val": self.gradient_clip_val,
+            "total_steps": run.total_steps, "max_seconds": run.max_seconds,
+            "param_groups": [{"params": len(g["params"]), "weight_decay": g.get("weight_decay")} for g in groups],
+        }
+        if self.lr_base_batch:
+            log.info("%s: lr %.4g = %.4g x effective batch %s / %d (loader batch x devices x nodes x "
+                     "accumulation)", type(opt).__name__, lr, kw["lr"], batch, self.lr_base_batch)
+        else:
+            log.info("%s: lr %.4g (absolute: model.lr_base_batch is null)", type(opt).__name__, lr)
+        if self.scheduler_factory is None:
+            return opt
+        sched = self.scheduler_factory(opt, run)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """The recipe's max-norm clipping (``model.gradient_clip_val``) unless the Trainer's
+        ``gradient_clip_val`` is set, which wins."""
+        clip = gradient_clip_val if gradient_clip_val is not None else self.gradient_clip_val
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=float(clip),
+                                gradient_clip_algorithm=gradient_clip_algorithm or "norm")
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
         for k, v in losses.items():
@@ -197,21 +302,15 @@ class ViTEncoderFeatures:
         return [f"block{i}" for i in range(len(self.encoder.blocks))] + ["norm"]
 
     def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-        from selfsup_vis.models.backbones import vit_blocks, vit_embed
-
-        final, outs = vit_blocks(self.encoder, vit_embed(self.encoder, images), layers)
+        final, outs = named_intermediates(self.encoder, images, layers, need_final="norm" in layers)
         outs["norm"] = final
         return outs
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Un-masked encoder tokens (B, 1+L, C) after the final norm (mmpretrain extract_feat)."""
-        from selfsup_vis.models.backbones import vit_blocks, vit_embed
-
-        return vit_blocks(self.encoder, vit_embed(self.encoder, images), set())[0]
+        return self.encoder.forward_features(images)
 
     def resize_tensor(self, key: str, tensor: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
-        from selfsup_vis.models.backbones import resize_vit_pos_embed
-
         if key.endswith("pos_embed"):
             return resize_vit_pos_embed(tensor, ref)
         return None

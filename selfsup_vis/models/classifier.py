@@ -18,14 +18,15 @@ from selfsup_vis.models.backbones import (
     build_resnet,
     build_swin,
     build_vit,
+    named_intermediates,
     resize_swin_table,
     resize_vit_pos_embed,
     resnet_stages,
+    supports_intermediates,
     swin_stages,
-    vit_blocks,
-    vit_embed,
+    timm_layer_names,
 )
-from selfsup_vis.models.base import SSLModule
+from selfsup_vis.models.base import NOT_HPARAMS, SSLModule
 
 
 class ClsHead(nn.Module):
@@ -78,7 +79,7 @@ class MMClassifier(_ClassifierBase):
                  num_classes: int = 1000, img_size: int = 224, pipeline: str = "eval",
                  **common: Any) -> None:
         super().__init__(img_size=img_size, pipeline=pipeline, **common)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=NOT_HPARAMS)
         arch = dict(arch or {})
         self.kind, self.head_kind = backbone, head
         if backbone == "resnet":
@@ -95,6 +96,7 @@ class MMClassifier(_ClassifierBase):
         dim = self.backbone.num_features
         self.neck = ClsBatchNormNeck(dim) if neck == "cls_bn" else None
         self.head = ClsHead(dim, num_classes, hidden_dim if head == "vit" else None)
+        self.configure_features()
 
     def feats(self, images: torch.Tensor) -> torch.Tensor:
         """mmpretrain ``extract_feat``: pooled backbone (+ neck) output fed to the head."""
@@ -125,13 +127,8 @@ class MMClassifier(_ClassifierBase):
         return self.backbone.norm if self.kind == "vit" else None
 
     def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-        if self.kind == "resnet":
-            _, outs = resnet_stages(self.backbone, images, layers)
-        elif self.kind == "swin":
-            final, outs = swin_stages(self.backbone, images, layers)
-            outs["norm"] = final
-        else:
-            final, outs = vit_blocks(self.backbone, vit_embed(self.backbone, images), layers)
+        final, outs = named_intermediates(self.backbone, images, layers, need_final="norm" in layers)
+        if self.kind != "resnet":
             outs["norm"] = final
         if layers & {"feats", "pre_logits", "logits"}:
             f = self.feats(images)
@@ -158,27 +155,37 @@ class TimmClassifier(_ClassifierBase):
                  num_classes: int = 1000, img_size: int = 224, pipeline: str = "eval",
                  model_kwargs: dict[str, Any] | None = None, **common: Any) -> None:
         super().__init__(img_size=img_size, pipeline=pipeline, **common)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=NOT_HPARAMS)
         model_name = model_name or self.model_name  # `model=timm model.name=resnet50`
         if model_name not in timm.list_models() and model_name.split(".")[0] not in timm.list_models():
             raise ValueError(f"unknown timm model {model_name!r} (see timm.list_models())")
         self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=num_classes,
                                        **dict(model_kwargs or {}))
         self.num_prefix_tokens = getattr(self.model, "num_prefix_tokens", 1)
+        # intermediate layers of any timm model with forward_intermediates (timm_layer_names)
+        self.intermediate_layers = timm_layer_names(self.model) if supports_intermediates(self.model) else []
+        if self.intermediate_layers and hasattr(self.model, "cls_token") and hasattr(self.model, "blocks"):
+            self.token_layers = frozenset(n for n in self.intermediate_layers if n.startswith("block"))
+        self.configure_features()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
     def available_layers(self) -> list[str]:
-        return ["pre_logits", "logits"]
+        return [*self.intermediate_layers, "pre_logits", "logits"]
 
     def default_layers(self) -> list[str]:
         return ["pre_logits"]
 
     def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-        feats = self.model.forward_features(images)
-        pre = self.model.forward_head(feats, pre_logits=True)
-        return {"pre_logits": pre, "logits": self.model.forward_head(feats)}
+        outs: dict[str, torch.Tensor] = {}
+        if layers & set(self.intermediate_layers):
+            outs.update(named_intermediates(self.model, images, layers, need_final=False)[1])
+        if layers & {"pre_logits", "logits"}:
+            feats = self.model.forward_features(images)
+            outs["pre_logits"] = self.model.forward_head(feats, pre_logits=True)
+            outs["logits"] = self.model.forward_head(feats)
+        return outs
 
     def key_maps(self) -> list[KeyMap]:
         return [KeyMap("timm model", [("", "model.")]), rules.identity()]

@@ -1,5 +1,5 @@
-"""HOG target of MaskFeat, bit-for-bit the computation of mmpretrain's ``HOGGenerator``, plus a
-glyph renderer so that HOG targets and predictions can be shown as images."""
+"""HOG target of MaskFeat, bit-for-bit the computation of mmpretrain's ``HOGGenerator``. (HOG is
+drawn by one renderer only: ``selfsup_vis.reconstruction.plots.draw_hog``.)"""
 
 from __future__ import annotations
 
@@ -84,25 +84,3 @@ class HOGGenerator(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tokens(self.cells(x))
-
-
-def hog_glyphs(cells: torch.Tensor, cell_px: int = 8) -> torch.Tensor:
-    """Render (B, C, nbins, h, w) histograms as (B, 1, h*cell_px, w*cell_px) images: each bin
-    draws a line along the edge direction (perpendicular to its gradient orientation) with
-    brightness proportional to its (clamped >= 0) value, channels averaged; a transposed conv
-    does it. Unnormalised: divide several renderings by one common scale to compare them."""
-    nbins = cells.shape[2]
-    hist = cells.mean(dim=1)  # (B, nbins, h, w)
-    yy, xx = torch.meshgrid(torch.arange(cell_px, dtype=torch.float32) - (cell_px - 1) / 2,
-                            torch.arange(cell_px, dtype=torch.float32) - (cell_px - 1) / 2,
-                            indexing="ij")
-    stencils = []
-    for b in range(nbins):
-        # bin centre of phase = atan2(gx, gy): the gradient is (sin t, cos t) in (column, row)
-        # coordinates, so the edge runs along (cos t, -sin t)
-        theta = (b + 0.5) * math.pi / nbins
-        ex, ey = math.cos(theta), -math.sin(theta)
-        dist = (xx * ey - yy * ex).abs()  # distance from the edge line through the centre
-        stencils.append((1 - dist).clamp(min=0))
-    kernel = torch.stack(stencils).unsqueeze(1).to(cells)  # (nbins, 1, k, k)
-    return F.conv_transpose2d(hist.clamp(min=0), kernel, stride=cell_px)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -12,11 +13,12 @@ from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.data.masks import RandomMaskGenerator
 from selfsup_vis.models.backbones import (
     build_vit,
     sincos_pos_embed,
 )
-from selfsup_vis.models.base import SSLModule, ViTEncoderFeatures
+from selfsup_vis.models.base import NOT_HPARAMS, SSLModule, ViTEncoderFeatures
 
 
 def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -76,6 +78,7 @@ class MAE(ViTEncoderFeatures, SSLModule):
     """MAE LightningModule. ``encoder`` is a timm ``VisionTransformer``."""
 
     required_prefixes = ("encoder.",)
+    mask_args = ("img_size", "patch_size", "mask_ratio")
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 768,
                  depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
@@ -83,7 +86,7 @@ class MAE(ViTEncoderFeatures, SSLModule):
                  decoder_mlp_ratio: float = 4.0, mask_ratio: float = 0.75, norm_pix: bool = True,
                  drop_path_rate: float = 0.0, pipeline: str = "mae", **common: Any) -> None:
         super().__init__(img_size=img_size, pipeline=pipeline, **common)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=NOT_HPARAMS)
         self.patch_size, self.mask_ratio, self.norm_pix = patch_size, mask_ratio, norm_pix
         self.encoder = build_vit(img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio,
                                  drop_path_rate=drop_path_rate)
@@ -95,8 +98,16 @@ class MAE(ViTEncoderFeatures, SSLModule):
                                   decoder_depth, decoder_num_heads, decoder_mlp_ratio)
         self.num_prefix_tokens = 1
         self.token_layers = frozenset([*(f"block{i}" for i in range(depth)), "norm"])
+        self.configure_features()
 
     # -------------------------------------------------------------------------- masking
+    @classmethod
+    def build_mask_generator(cls, args: Mapping[str, Any], mask_ratio: float | None = None
+                             ) -> RandomMaskGenerator:
+        """Random masking with the ratio :meth:`forward_encoder` uses (for reconstructions)."""
+        ratio = args["mask_ratio"] if mask_ratio is None else mask_ratio
+        return RandomMaskGenerator(int(args["img_size"]) // int(args["patch_size"]), float(ratio))
+
     def len_keep(self) -> int:
         return int(self.grid**2 * (1 - self.mask_ratio))
 

@@ -3,6 +3,7 @@ head predicting per-patch HOG features, MSE on masked patches; numerically mmpre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,10 +11,14 @@ from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.data.masks import BlockwiseMaskGenerator
 from selfsup_vis.models.backbones import build_vit, vit_blocks, vit_embed
-from selfsup_vis.models.base import SSLModule, ViTEncoderFeatures
-from selfsup_vis.models.hog import HOGGenerator, hog_glyphs
+from selfsup_vis.models.base import NOT_HPARAMS, SSLModule, ViTEncoderFeatures
+from selfsup_vis.models.hog import HOGGenerator
 from selfsup_vis.models.mae import patch_mask_to_pixels
+
+#: default number of masked patches: 78 of 196 (40 %), scaled to other grids
+DEFAULT_MASK_FRACTION = 0.4
 
 
 class MaskFeat(ViTEncoderFeatures, SSLModule):
@@ -21,6 +26,7 @@ class MaskFeat(ViTEncoderFeatures, SSLModule):
     (mmpretrain ``neck.fc``) and ``hog`` (mmpretrain ``target_generator``)."""
 
     required_prefixes = ("encoder.",)
+    mask_args = ("img_size", "patch_size", "num_masking_patches", "min_num_patches")
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 768,
                  depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
@@ -28,12 +34,11 @@ class MaskFeat(ViTEncoderFeatures, SSLModule):
                  num_masking_patches: int | None = None, min_num_patches: int = 15,
                  drop_path_rate: float = 0.0, pipeline: str = "maskfeat", **common: Any) -> None:
         super().__init__(img_size=img_size, pipeline=pipeline, **common)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=NOT_HPARAMS)
         self.patch_size = patch_size
         self.grid = img_size // patch_size
-        # default mask size: 78 of 196 patches (40 %), scaled to other grids
-        self.num_masking_patches = num_masking_patches or max(1, round(0.4 * self.grid**2))
-        self.min_num_patches = min(min_num_patches, self.num_masking_patches)
+        gen = self.mask_generator()
+        self.num_masking_patches, self.min_num_patches = gen.num_masking_patches, gen.min_num_patches
         self.encoder = build_vit(img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio,
                                  drop_path_rate=drop_path_rate)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -42,6 +47,20 @@ class MaskFeat(ViTEncoderFeatures, SSLModule):
         self.predictor = nn.Linear(embed_dim, self.hog.out_dim(patch_size))
         self.num_prefix_tokens = 1
         self.token_layers = frozenset([*(f"block{i}" for i in range(depth)), "norm"])
+        self.configure_features()
+
+    @classmethod
+    def build_mask_generator(cls, args: Mapping[str, Any], mask_ratio: float | None = None
+                             ) -> BlockwiseMaskGenerator:
+        """BEiT blockwise masks: ``num_masking_patches`` (or ``mask_ratio`` of the grid; default
+        40 %) in blocks of at least ``min(min_num_patches, masked patches)`` patches, as
+        mmpretrain's ``BEiTMaskGenerator`` (the one rule for pipeline, reconstruct and callback)."""
+        grid = int(args["img_size"]) // int(args["patch_size"])
+        if mask_ratio is not None:
+            n_mask = int(round(float(mask_ratio) * grid * grid))
+        else:
+            n_mask = args["num_masking_patches"] or max(1, round(DEFAULT_MASK_FRACTION * grid * grid))
+        return BlockwiseMaskGenerator(grid, n_mask, min(int(args["min_num_patches"]), n_mask))
 
     def encode_masked(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, 1+L, C) tokens with masked patches (mask (B, L) or (B, h, w), 1 = masked)."""
@@ -65,19 +84,12 @@ class MaskFeat(ViTEncoderFeatures, SSLModule):
         self.log_losses({"loss": out["loss"]}, batch["image"].shape[0])
         return out["loss"]
 
-    def make_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Blockwise (BEiT) masks from selfsup_vis.data.masks, (B, h, w) int64."""
-        from selfsup_vis.data.masks import BlockwiseMaskGenerator
-
-        gen = BlockwiseMaskGenerator(input_size=self.grid, num_masking_patches=self.num_masking_patches,
-                                     min_num_patches=self.min_num_patches)
-        return torch.stack([torch.as_tensor(gen(generator)) for _ in range(batch)]).long()
-
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
                     generator: torch.Generator | None = None) -> dict[str, Any]:
-        """HOG prediction / target (B, L, D), the mask (B, h, w) and four panels in HOG space
-        (glyph images in 0..1: original HOG, masked, predicted, predicted + visible)."""
+        """HOG prediction / target (B, L, D), the mask (B, h, w), the HOG cells (B, 3, nbins,
+        h, w) of target, prediction and prediction + visible, and the image for display; the one
+        HOG renderer is ``selfsup_vis.reconstruction.plots.draw_hog``."""
         B = images.shape[0]
         if mask is None:
             mask = self.make_mask(B, generator)
@@ -89,23 +101,10 @@ class MaskFeat(ViTEncoderFeatures, SSLModule):
         cells = {k: self.hog.untokens(v) for k, v in
                  {"target": target, "pred": pred, "mixed": mixed}.items()}
         pix = patch_mask_to_pixels(mask, self.grid, self.patch_size)
-
-        ref = hog_glyphs(cells["target"], self.hog.pool)
-        scale = ref.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)  # one scale per image
-
-        def glyph(c: torch.Tensor) -> torch.Tensor:
-            return (hog_glyphs(c, self.hog.pool) / scale).clamp(0, 1).expand(-1, 3, -1, -1)
-
         return {
             "pred": pred, "target": target, "mask": mask.long(), "mask_pixels": pix,
             "loss": out["loss"], "image": images, "pred_cells": cells["pred"],
-            "target_cells": cells["target"],
-            "panels": {
-                "original": glyph(cells["target"]),
-                "masked": glyph(cells["target"]) * (1 - pix),
-                "reconstruction": glyph(cells["pred"]),
-                "reconstruction_visible": glyph(cells["mixed"]),
-            },
+            "target_cells": cells["target"], "mixed_cells": cells["mixed"],
             "image_display": self.denormalize(images),
         }
 

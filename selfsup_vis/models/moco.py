@@ -8,14 +8,18 @@ import copy
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
-from selfsup_vis.models.backbones import RESNET_LAYERS, build_resnet, resnet_stages
-from selfsup_vis.models.base import SSLModule, set_requires_grad
+from selfsup_vis.models.backbones import (
+    RESNET_LAYERS,
+    build_resnet,
+    named_intermediates,
+    resnet_stages,
+)
+from selfsup_vis.models.base import NOT_HPARAMS, SSLModule, set_requires_grad
 
 
 class MoCoV2Neck(nn.Module):
@@ -41,9 +45,8 @@ class MoCoV2(SSLModule):
                  neck_hidden: int = 2048, feat_dim: int = 128, queue_len: int = 65536,
                  momentum: float = 0.001, temperature: float = 0.2, pipeline: str = "mocov2",
                  **common: Any) -> None:
-        common.setdefault("optim", {"lr": 0.03, "weight_decay": 1e-4, "betas": (0.9, 0.999)})
         super().__init__(img_size=img_size, pipeline=pipeline, **common)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=NOT_HPARAMS)
         self.momentum, self.temperature = momentum, temperature
         self.backbone = build_resnet(depth, stem_channels, base_channels, layers)
         self.neck = MoCoV2Neck(self.backbone.num_features, neck_hidden, feat_dim)
@@ -54,6 +57,7 @@ class MoCoV2(SSLModule):
         self.register_buffer("queue", F.normalize(torch.randn(feat_dim, queue_len), dim=0))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         self.register_buffer("momentum_steps", torch.zeros((), dtype=torch.long))
+        self.configure_features()
 
     # -------------------------------------------------------------------------- contrastive
     def query(self, images: torch.Tensor) -> torch.Tensor:
@@ -89,10 +93,9 @@ class MoCoV2(SSLModule):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        if dist.is_available() and dist.is_initialized():
-            gathered = [torch.zeros_like(keys) for _ in range(dist.get_world_size())]
-            dist.all_gather(gathered, keys)
-            keys = torch.cat(gathered)
+        """Push the keys of every rank (``self.all_gather``) into the queue."""
+        if self._trainer is not None and self.trainer.world_size > 1:
+            keys = self.all_gather(keys).flatten(0, 1)
         n, ptr, qlen = keys.shape[0], int(self.queue_ptr), self.queue.shape[1]
         idx = (torch.arange(n, device=keys.device) + ptr) % qlen
         self.queue[:, idx] = keys.T
@@ -127,7 +130,7 @@ class MoCoV2(SSLModule):
         return ["layer4"]
 
     def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-        last, outs = resnet_stages(self.backbone, images, layers)
+        last, outs = named_intermediates(self.backbone, images, layers, need_final="neck" in layers)
         if "neck" in layers:
             outs["neck"] = self.neck(last)
         return outs

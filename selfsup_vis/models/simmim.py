@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,14 +11,21 @@ from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
-from selfsup_vis.models.backbones import build_swin, resize_swin_table, swin_stages
-from selfsup_vis.models.base import SSLModule
+from selfsup_vis.data.masks import SimMIMMaskGenerator
+from selfsup_vis.models.backbones import (
+    build_swin,
+    named_intermediates,
+    resize_swin_table,
+    swin_stages,
+)
+from selfsup_vis.models.base import NOT_HPARAMS, SSLModule
 
 
 class SimMIM(SSLModule):
     """SimMIM LightningModule: ``encoder`` (timm SwinTransformer), ``mask_token``, ``decoder``."""
 
     required_prefixes = ("encoder.",)
+    mask_args = ("img_size", "patch_size", "mask_patch_size", "mask_ratio")
 
     def __init__(self, img_size: int = 192, patch_size: int = 4, embed_dim: int = 128,
                  depths: tuple[int, ...] = (2, 2, 18, 2), num_heads: tuple[int, ...] = (4, 8, 16, 32),
@@ -25,7 +33,7 @@ class SimMIM(SSLModule):
                  encoder_stride: int = 32, mask_patch_size: int = 32, mask_ratio: float = 0.6,
                  drop_path_rate: float = 0.0, pipeline: str = "simmim", **common: Any) -> None:
         super().__init__(img_size=img_size, pipeline=pipeline, **common)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=NOT_HPARAMS)
         self.patch_size, self.encoder_stride = patch_size, encoder_stride
         self.mask_patch_size, self.mask_ratio = mask_patch_size, mask_ratio
         self.encoder = build_swin(img_size, patch_size, embed_dim, depths, num_heads, window_size,
@@ -36,6 +44,16 @@ class SimMIM(SSLModule):
         self.decoder = nn.Sequential(
             nn.Conv2d(out_ch, encoder_stride**2 * 3, kernel_size=1), nn.PixelShuffle(encoder_stride))
         self.grid = img_size // patch_size
+        self.configure_features()
+
+    @classmethod
+    def build_mask_generator(cls, args: Mapping[str, Any], mask_ratio: float | None = None
+                             ) -> SimMIMMaskGenerator:
+        """Random ``mask_patch_size`` squares covering ``mask_ratio`` of the image, on the
+        model's patch grid (mmpretrain ``SimMIMMaskGenerator``)."""
+        ratio = args["mask_ratio"] if mask_ratio is None else mask_ratio
+        return SimMIMMaskGenerator(int(args["img_size"]), int(args["mask_patch_size"]),
+                                   int(args["patch_size"]), float(ratio))
 
     def encode(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Final-norm feature map (B, C, H/32, W/32); ``mask`` (B, H/p, W/p), 1 = masked."""
@@ -56,19 +74,6 @@ class SimMIM(SSLModule):
         out = self(batch["image"], batch["mask"])
         self.log_losses({"loss": out["loss"]}, batch["image"].shape[0])
         return out["loss"]
-
-    def make_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Random SimMIM masks (B, H/p, W/p) int64 with this model's mask settings."""
-        side = self.img_size // self.mask_patch_size
-        scale = self.mask_patch_size // self.patch_size
-        count = int(torch.tensor(side * side * self.mask_ratio).ceil().item())
-        rows = []
-        for _ in range(batch):
-            idx = torch.randperm(side * side, generator=generator)[:count]
-            m = torch.zeros(side * side, dtype=torch.long)
-            m[idx] = 1
-            rows.append(m.view(side, side).repeat_interleave(scale, 0).repeat_interleave(scale, 1))
-        return torch.stack(rows)
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
@@ -91,7 +96,7 @@ class SimMIM(SSLModule):
         return [f"stage{i}" for i in range(len(self.encoder.layers))] + ["norm"]
 
     def _layer_outputs(self, images: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-        final, outs = swin_stages(self.encoder, images, layers)
+        final, outs = named_intermediates(self.encoder, images, layers, need_final="norm" in layers)
         outs["norm"] = final
         return outs
 

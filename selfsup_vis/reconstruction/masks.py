@@ -1,5 +1,5 @@
 """Which model reconstructs, and the masks it reconstructs with: seeded per image (drawn by the
-model's own mask generator, the one its training pipeline uses) or loaded from a user's .npy."""
+model's own ``mask_generator()``, the one its training pipeline uses) or loaded from a user's .npy."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-
-from selfsup_vis.data.masks import BlockwiseMaskGenerator, SimMIMMaskGenerator
 
 MIM_ALGORITHMS = ("mae", "simmim", "maskfeat")
 
@@ -51,29 +49,9 @@ def make_masks(model: Any, n: int, seed: int, mask_ratio: float | None = None,
                start: int = 0) -> torch.Tensor:
     """(n, g, g) int64 masks (1 = masked), image ``start + i`` drawn from its own generator
     seeded by (seed, position), so a mask does not depend on the other images."""
-    algo = algorithm_of(model)
-    g = mask_grid(model)
-    masks = []
-    for i in range(n):
-        gen = _image_generator(seed, start + i)
-        if algo == "mae":
-            ratio = model.mask_ratio if mask_ratio is None else float(mask_ratio)
-            L = g * g
-            keep = int(L * (1 - ratio))
-            if not 0 < keep < L:
-                raise ValueError(f"mask_ratio={ratio} keeps {keep} of {L} patches; use a ratio in (0, 1)")
-            order = torch.argsort(torch.rand(L, generator=gen))
-            m = torch.ones(L, dtype=torch.long)
-            m[order[:keep]] = 0
-            masks.append(m.view(g, g))
-        elif algo == "simmim":
-            ratio = model.mask_ratio if mask_ratio is None else float(mask_ratio)
-            masks.append(SimMIMMaskGenerator(model.img_size, model.mask_patch_size, model.patch_size, ratio)(gen))
-        else:  # maskfeat
-            n_mask = model.num_masking_patches if mask_ratio is None else int(round(float(mask_ratio) * g * g))
-            gen_ = BlockwiseMaskGenerator(g, n_mask, min(model.min_num_patches, n_mask))
-            masks.append(gen_(gen))
-    return torch.stack(masks).long()
+    algorithm_of(model)
+    draw = model.mask_generator(None if mask_ratio is None else float(mask_ratio))
+    return torch.stack([draw(_image_generator(seed, start + i)) for i in range(n)]).long()
 
 
 def load_mask_file(path: str | Path, n: int, grid: int) -> torch.Tensor:
