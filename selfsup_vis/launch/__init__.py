@@ -1,0 +1,8 @@
+"""Running jobs on Slurm (or as local submitit processes) and making their outcome visible
+(``conf/hydra/launcher/{slurm,slurm_gpu,local}.yaml``; the ``sv.*`` resolvers they use are in
+``selfsup_vis.config.resolvers``).
+
+- ``status``: the per-job ``status.json`` and the status table printed when a sweep ends.
+- ``requeue``: checkpoint-and-requeue on SIGUSR1/SIGUSR2/SIGTERM for Lightning training, and
+  finding the checkpoint a requeued job resumes from.
+"""
