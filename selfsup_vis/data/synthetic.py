@@ -122,6 +122,17 @@ def render(
     texture: str | None,
 ) -> Image.Image:
     """One RGB image: ``shape`` (None = whole frame) filled with ``texture`` (None = flat)."""
+    return render_with_mask(size, rng, shape, texture)[0]
+
+
+def render_with_mask(
+    size: int,
+    rng: np.random.Generator,
+    shape: str | None,
+    texture: str | None,
+) -> tuple[Image.Image, np.ndarray]:
+    """The image of :func:`render` (same RNG draws, same pixels) and the shape's coverage
+    (size, size) float32 in [0, 1], box-downsampled like the image (all ones without a shape)."""
     s = size * _SUPERSAMPLE
     lin = (np.arange(s) + 0.5) / s * 2 - 1
     yy, xx = np.meshgrid(lin, lin, indexing="ij")
@@ -133,6 +144,7 @@ def render(
         pattern = texture_pattern(texture, xx, yy, rng)[..., None]
         c0, c1 = _two_colours(rng)
         fill = pattern * c1 + (1 - pattern) * c0
+    inside = np.ones((s, s, 1), dtype=bool)
     if shape is None:
         img = fill
     else:
@@ -145,7 +157,8 @@ def render(
         inside = shape_mask(shape, ur, -vr)[..., None]
         img = np.where(inside, fill, background)
     pil = Image.fromarray((img * 255).round().astype(np.uint8), "RGB")
-    return pil.resize((size, size), Image.Resampling.BOX)
+    cover = Image.fromarray(inside[..., 0].astype(np.float32), "F").resize((size, size), Image.Resampling.BOX)
+    return pil.resize((size, size), Image.Resampling.BOX), np.asarray(cover, dtype=np.float32)
 
 
 class SyntheticShapes(ImageDataset):
@@ -189,9 +202,19 @@ class SyntheticShapes(ImageDataset):
     def texture_label(self, index: int) -> int:
         return self.pairs[index][1]
 
-    def load_image(self, index: int) -> Image.Image:
+    def _render(self, index: int) -> tuple[Image.Image, np.ndarray]:
         shape_idx, texture_idx, _ = self.pairs[index]
         rng = np.random.default_rng((self.seed, _SPLIT_CODE[self.split], index))
         shape = None if self.split == "texture_only" else self.classes[shape_idx]
         texture = None if self.split == "shape_only" else self.textures[texture_idx]
-        return render(self.image_size, rng, shape, texture)
+        return render_with_mask(self.image_size, rng, shape, texture)
+
+    def load_image(self, index: int) -> Image.Image:
+        return self._render(index)[0]
+
+    def object_mask(self, index: int) -> np.ndarray | None:
+        """Where the shape is in image ``index`` (image_size², bool: >= half a pixel covered),
+        for scoring where a model looks; None for ``texture_only`` (no object)."""
+        if self.split == "texture_only":
+            return None
+        return self._render(index)[1] >= 0.5
