@@ -19,12 +19,59 @@ def tensorboard_tags(log_dir: Path) -> dict[str, list[str]]:
 
 def wandb_history(run_dir: Path) -> list[dict]:
     """History rows of the offline W&B run under ``run_dir`` (LevelDB-log framed protobufs)."""
+    return [
+        {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item}
+        for record in wandb_records(run_dir)
+        if record.WhichOneof("record_type") == "history"
+    ]
+
+
+def _wandb_updates(run_dir: Path, kind: str) -> dict:
+    """The merged ``config`` or ``summary`` updates of the offline W&B run under ``run_dir``."""
+    out: dict = {}
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") == kind:
+            for i in getattr(record, kind).update:
+                out[i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
+    return out
+
+
+def wandb_config(run_dir: Path) -> dict:
+    """The run config (``wandb.config``) the offline W&B run recorded."""
+    return _wandb_updates(run_dir, "config")
+
+
+def wandb_summary(run_dir: Path) -> dict:
+    """The run summary (``wandb.run.summary``) the offline W&B run recorded."""
+    return _wandb_updates(run_dir, "summary")
+
+
+def tensorboard_hparams(log_dir: Path) -> tuple[dict, list[str]]:
+    """``(hparams, metric tags)`` of the HPARAMS plugin data in the event files under ``log_dir``."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    hparams: dict = {}
+    metrics: list[str] = []
+    for content in acc.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            for key, value in data.session_start_info.hparams.items():
+                hparams[key] = getattr(value, value.WhichOneof("kind"))
+        if data.HasField("experiment"):
+            metrics += [m.name.tag for m in data.experiment.metric_infos]
+    return hparams, metrics
+
+
+def wandb_records(run_dir: Path):
+    """Every record of the offline W&B run under ``run_dir`` (LevelDB-log framed protobufs)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
     data = path.read_bytes()
     assert data[:4] == b":W&B", f"not a W&B run file: {path}"
-    pos, block, pending, rows = 7, 32768, b"", []
+    pos, block, pending = 7, 32768, b""
     while pos + 7 <= len(data):
         if block - pos % block < 7:
             pos += block - pos % block
@@ -37,8 +84,4 @@ def wandb_history(run_dir: Path) -> list[dict]:
         if rtype in (1, 4):
             record = pb.Record()
             record.ParseFromString(pending)
-            if record.WhichOneof("record_type") == "history":
-                rows.append(
-                    {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item}
-                )
-    return rows
+            yield record

@@ -1,0 +1,68 @@
+"""The few numbers that say how a run went, read from its summary.json.
+
+They become TensorBoard hparam metrics, W&B summary values and the sweep table's columns,
+so one function decides them for every task (tasks added later can put a ``headline`` dict
+of their own into summary.json).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+KNN_KEYS = ("knn_feat@20", "knn_2d@20", "trustworthiness")
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    return float(x)
+
+
+def headline_metrics(summary: Mapping[str, Any] | None) -> dict[str, float]:
+    """``{name: number}`` for the run's headline numbers (NaN kept, missing left out).
+
+    tsne: ``knn_feat@20/<layer>``, ``knn_2d@20/<layer>``, ``trustworthiness/<layer>``;
+    shape_bias: ``shape_bias``; plot_shape_bias: ``shape_bias/<model>``; reconstruct:
+    ``reconstruction_error``; pretrain: ``final_loss`` (and the last reconstruction error).
+    """
+    if not summary:
+        return {}
+    out: dict[str, float] = {}
+    layers = summary.get("layers")
+    if isinstance(layers, Mapping):
+        for layer, info in layers.items():
+            quality = info.get("quality", {}) if isinstance(info, Mapping) else {}
+            for key in KNN_KEYS:
+                v = _num(quality.get(key))
+                if v is not None:
+                    out[f"{key}/{layer}"] = v
+    if (v := _num(summary.get("shape_bias"))) is not None:
+        out["shape_bias"] = v
+    models = summary.get("models")
+    if isinstance(models, Mapping):
+        for name, info in models.items():
+            if isinstance(info, Mapping) and (v := _num(info.get("shape_bias"))) is not None:
+                out[f"shape_bias/{name}"] = v
+    if (v := _num(summary.get("mean_masked_error"))) is not None:
+        out["reconstruction_error"] = v
+    final = summary.get("final_metrics")
+    if isinstance(final, Mapping):
+        for key in ("train/loss", "train/loss_epoch", "loss"):
+            if (v := _num(final.get(key))) is not None:
+                out["final_loss"] = v
+                break
+    recon = summary.get("reconstruction_error")
+    if isinstance(recon, list) and recon and isinstance(recon[-1], Mapping):
+        if (v := _num(recon[-1].get("error"))) is not None:
+            out["reconstruction_error"] = v
+    extra = summary.get("headline")
+    if isinstance(extra, Mapping):
+        out.update({str(k): float(v) for k, v in extra.items() if _num(v) is not None})
+    return out
+
+
+def finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Only the finite numbers (TensorBoard's HPARAMS tab cannot show NaN)."""
+    return {k: v for k, v in metrics.items() if not math.isnan(v) and not math.isinf(v)}
