@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from selfsup_vis.embedding.large import LARGE_N, PhaseHook, embed_large
+from selfsup_vis.embedding.space import describe_space, to_metric_space
+
 log = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("opentsne", "sklearn", "pca", "umap")
@@ -89,6 +92,9 @@ class EmbedParams:
     n_iter: iterations after early exaggeration for openTSNE, total iterations for sklearn
       (MMSelfSup: 1000), epochs for UMAP.
     early_exaggeration_iter: openTSNE only (sklearn fixes it at 250).
+    metric / standardize: the space everything is computed in (see ``embedding.space``):
+      "cosine" (default, rows L2-normalised first) or "euclidean"; standardize z-scores every
+      dimension first. ``init`` may also be an (N, 2) array (a shared initialisation).
     extra: backend-specific keyword arguments passed through (e.g. openTSNE
       ``n_interpolation_points``, UMAP ``min_dist``).
     """
@@ -104,6 +110,9 @@ class EmbedParams:
     early_exaggeration: float = 12.0
     n_jobs: int = -1
     extra: dict[str, Any] = field(default_factory=dict)
+    metric: str = "cosine"
+    standardize: bool = False
+    large_n: int | None = LARGE_N  # from this N on: the memory-bounded path (embedding.large)
 
 
 @dataclass
@@ -304,10 +313,19 @@ _RUNNERS = {
 }
 
 
-def compute_embedding(features: np.ndarray, params: EmbedParams | None = None) -> EmbeddingResult:
-    """Embed ``features`` (N, D) in 2-D with ``params``; also report the parameters used."""
+def compute_embedding(features: np.ndarray, params: EmbedParams | None = None, *,
+                      phase: PhaseHook | None = None) -> EmbeddingResult:
+    """Embed ``features`` (N, D) in 2-D with ``params``; also report the parameters used.
+
+    From ``params.large_n`` rows on (openTSNE only) the memory-bounded path of
+    ``embedding.large`` runs instead: ``features`` may then be a memmap or ``FeatureShards``
+    and is read in chunks, never copied whole; ``phase`` wraps each of its phases.
+    """
     p = replace(params) if params is not None else EmbedParams()
-    x = check_features(features)
+    if (p.large_n is not None and len(features) >= max(p.large_n, MIN_SAMPLES)
+            and resolve_backend(p.backend) == "opentsne" and not isinstance(p.init, np.ndarray)):
+        return _compute_large(features, p, phase)
+    x = to_metric_space(check_features(features), p.metric, p.standardize)
     n = x.shape[0]
     backend = resolve_backend(p.backend)
     min_n = 2 if backend == "pca" else MIN_SAMPLES
@@ -326,7 +344,14 @@ def compute_embedding(features: np.ndarray, params: EmbedParams | None = None) -
         }.get(backend)
     elif isinstance(p.pca_dims, str):
         raise ValueError(f"pca_dims must be an int, None or 'auto', got {p.pca_dims!r}")
+    init_array = p.init if isinstance(p.init, np.ndarray) else None
+    if init_array is not None:
+        p.init = None  # not in asdict's copy: recorded as a description below
     used = asdict(p)
+    if init_array is not None:
+        p.init = init_array
+        used["init"] = f"given array {init_array.shape}"
+    used["space"] = describe_space(p.metric, p.standardize)
     used["n"] = n
     used["input_dim"] = x.shape[1]
     start = time.perf_counter()
@@ -334,6 +359,8 @@ def compute_embedding(features: np.ndarray, params: EmbedParams | None = None) -
         x = pca_reduce(x, p.pca_dims, seed=p.seed)
     used["pca_dims"] = x.shape[1] if p.pca_dims and backend != "pca" else None
     coords = _RUNNERS[backend](x, p, used)
+    if init_array is not None:
+        used["init"] = f"given array {init_array.shape}"
     seconds = time.perf_counter() - start
     coords = np.asarray(coords, dtype=np.float32)
     if coords.shape != (n, 2) or not np.isfinite(coords).all():
@@ -342,6 +369,47 @@ def compute_embedding(features: np.ndarray, params: EmbedParams | None = None) -
             f"finite: {bool(np.isfinite(coords).all())})"
         )
     return EmbeddingResult(coords=coords, params=used, seconds=seconds)
+
+
+def _compute_large(features, p: EmbedParams, phase: PhaseHook | None) -> EmbeddingResult:
+    """openTSNE's defaults of ``_embed_opentsne`` on the memory-bounded path."""
+    if len(features.shape) != 2:
+        raise ValueError(f"features must be a 2-D array (N, D), got shape {features.shape}")
+    n, d = len(features), int(features.shape[1])
+    od = OPENTSNE_DEFAULTS
+    p.backend = "opentsne"
+    p.perplexity = effective_perplexity(n, p.perplexity)
+    if p.pca_dims == "auto":
+        p.pca_dims = od["pca_dims"]
+    elif isinstance(p.pca_dims, str):
+        raise ValueError(f"pca_dims must be an int, None or 'auto', got {p.pca_dims!r}")
+    extra = dict(p.extra)
+    neighbors = extra.pop("neighbors", od["neighbors"])
+    n_trees = extra.pop("knn_kwargs", {}).get("n_trees", od["annoy_trees"])
+    tsne_kwargs = {k: od[k] for k in ("n_interpolation_points", "ints_in_interval", "min_num_intervals")}
+    tsne_kwargs.update({k: v for k, v in extra.items() if k not in ("negative_gradient_method",)})
+    used = asdict(p)
+    used.update(
+        n_iter=p.n_iter if p.n_iter is not None else od["n_iter"],
+        early_exaggeration_iter=(p.early_exaggeration_iter if p.early_exaggeration_iter is not None
+                                 else od["early_exaggeration_iter"]),
+        learning_rate=p.learning_rate if p.learning_rate is not None else od["learning_rate"],
+        init=p.init if p.init is not None else od["init"],
+        space=describe_space(p.metric, p.standardize), n=n, input_dim=d,
+        pca_dims=int(p.pca_dims) if p.pca_dims and int(p.pca_dims) < min(n, d) else None,
+        extra={"neighbors": neighbors, "knn_kwargs": {"n_trees": n_trees}, **tsne_kwargs},
+    )
+    start = time.perf_counter()
+    coords, info = embed_large(
+        features, perplexity=p.perplexity, seed=p.seed, pca_dims=used["pca_dims"], n_iter=used["n_iter"],
+        early_exaggeration_iter=used["early_exaggeration_iter"], early_exaggeration=p.early_exaggeration,
+        learning_rate=used["learning_rate"], init=used["init"], n_jobs=_n_jobs(p.n_jobs), metric=p.metric,
+        standardize=p.standardize, neighbors=neighbors, n_trees=n_trees, tsne_kwargs=tsne_kwargs, phase=phase,
+    )  # fmt: skip
+    used["large"] = info
+    if coords.shape != (n, 2) or not np.isfinite(coords).all():
+        raise RuntimeError(f"the large-N path returned an invalid embedding (shape {coords.shape})")
+    return EmbeddingResult(coords=coords, params=used, seconds=time.perf_counter() - start)
 
 
 def embed(
@@ -378,3 +446,29 @@ def embed(
         extra=extra,
     )
     return compute_embedding(features, params).coords
+
+
+
+def embed_params_from_config(t: Any, *, init: Any = None) -> EmbedParams:
+    """EmbedParams from a task config carrying the embedding fields (``backend``, ``seed``,
+    ``perplexity``, ``pca_dims``, ``n_iter``, ``learning_rate``, ``early_exaggeration``,
+    ``n_jobs``, ``metric``, ``standardize``), as task=tsne and task=compare_embeddings do;
+    ``init`` is the backend's initialisation (a name, an (N, 2) array or None)."""
+
+    def value(x: Any) -> Any:
+        return x.value if hasattr(x, "value") else x
+
+    return EmbedParams(
+        backend=str(value(t.backend)),
+        seed=int(t.seed),
+        perplexity=float(t.perplexity),
+        pca_dims=t.pca_dims,
+        n_iter=t.n_iter,
+        learning_rate=t.learning_rate,
+        init=init,
+        early_exaggeration=float(t.early_exaggeration),
+        n_jobs=int(t.n_jobs),
+        metric=str(value(t.metric)),
+        standardize=bool(t.standardize),
+        large_n=t.get("large_n", LARGE_N) if hasattr(t, "get") else LARGE_N,
+    )

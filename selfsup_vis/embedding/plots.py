@@ -1,13 +1,16 @@
 """Embedding scatter plots: one figure per layer, or all layers in one grid, same style.
 
 Figures are plain ``matplotlib.figure.Figure`` objects on the Agg canvas (no pyplot state), so
-they can be drawn from worker processes and callbacks. Classes keep distinct colours beyond 20
-(MMSelfSup used tab20, whose colours repeat); beyond 20 classes the markers vary too.
+they can be drawn from worker processes and callbacks. Up to 20 classes get 20 colours with no
+near-identical pair (tab10, then colours chosen farthest apart in CIELAB; MMSelfSup used tab20,
+whose light/dark pairs are hard to tell apart); beyond 20 the marker changes every 20 classes
+and the colours repeat lightened or darkened. Float labels (a numeric labeling) are drawn with a
+continuous colormap and a colorbar. The legend sits outside the axes; an optional footer states
+what the figure was computed from (space, labeling, provenance); optional image thumbnails.
 """
 
 from __future__ import annotations
 
-import colorsys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,41 +18,65 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from selfsup_vis.embedding.plots_large import (
+    RASTERIZE_ABOVE,
+    draw_density,
+    point_style,
+    use_density,
+)
+from selfsup_vis.embedding.thumbnails import draw_thumbnails
+
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
 MAX_LEGEND_CLASSES = 30
-_GOLDEN = 0.618033988749895
+PALETTE_SIZE = 20
+# tab10, then ten colours picked greedily farthest (CIELAB ΔE76) from all before them on a
+# 9-level RGB grid restricted to lightness 30-85 (visible on white): min pairwise ΔE ≈ 27.7
+_DISTINCT20: tuple[tuple[float, float, float], ...] = tuple(
+    tuple(c[:3]) for c in colormaps["tab10"].colors
+) + (
+    (0.0, 0.0, 1.0), (1.0, 0.125, 1.0), (0.0, 0.375, 1.0), (1.0, 0.75, 0.5), (0.375, 0.375, 0.0),
+    (1.0, 0.0, 0.5), (0.625, 0.875, 0.625), (0.0, 0.875, 0.0), (0.0, 0.375, 0.25), (0.5, 0.0, 0.625),
+)  # fmt: skip
+CONTINUOUS_CMAP = "viridis"
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) of sRGB colours in [0, 1] (..., 3), to measure how alike two colours look."""
+    rgb = np.asarray(rgb, dtype=float)
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
+    eps = (6 / 29) ** 3
+    f = np.where(xyz > eps, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
 def class_colors(n: int) -> np.ndarray:
-    """``n`` distinct RGB colours (n, 3): tab10 up to 10 classes (tab20 pairs a light and a dark
-    shade of one hue, too close for few classes); else tab20, tab20b, tab20c, then golden-ratio
-    hues with lightness and saturation cycling through three levels, so no two are equal.
+    """``n`` distinct RGB colours (n, 3): the 20-colour palette without near-identical pairs;
+    class i > 20 takes colour i mod 20 mixed towards white or black by an amount that grows
+    with i // 20 (its marker differs too, see :func:`class_markers`), so no two are equal.
     """
     if n < 0:
         raise ValueError(f"class_colors: n must be >= 0, got {n}")
-    if n <= 10:
-        return np.asarray([c[:3] for c in colormaps["tab10"].colors[:n]], dtype=float).reshape(n, 3)
-    base: list[tuple[float, float, float]] = []
-    for name in ("tab20", "tab20b", "tab20c"):
-        base.extend(tuple(c[:3]) for c in colormaps[name].colors)
-    colors = base[:n]
-    i = 0
-    while len(colors) < n:
-        hue = (i * _GOLDEN) % 1.0
-        light = (0.45, 0.62, 0.32)[(i // 7) % 3]
-        sat = (0.85, 0.6, 0.95)[(i // 21) % 3]
-        rgb = colorsys.hls_to_rgb(hue, light, sat)
-        if all(np.abs(np.subtract(rgb, c)).max() > 1e-3 for c in colors):
-            colors.append(rgb)
-        i += 1
-    return np.asarray(colors, dtype=float).reshape(n, 3)
+    base = np.asarray(_DISTINCT20, dtype=float)
+    out = np.empty((n, 3))
+    for i in range(n):
+        block, c = divmod(i, PALETTE_SIZE)
+        rgb = base[c]
+        if block:
+            amount = 0.12 * ((block + 1) // 2) / (1 + 0.3 * ((block + 1) // 2))  # < 0.4, grows
+            target = 1.0 if block % 2 else 0.0
+            rgb = rgb + (target - rgb) * amount
+        out[i] = rgb
+    return np.clip(out, 0.0, 1.0)
 
 
 def class_markers(n: int) -> list[str]:
-    """Marker per class: all circles up to 20 classes, then cycling shapes."""
-    if n <= 20:
+    """Marker per class: all circles up to 20 classes, then a new shape every 20 classes (with
+    the colours, every (colour, marker) pair is different)."""
+    if n <= PALETTE_SIZE:
         return ["o"] * n
-    return [MARKERS[i % len(MARKERS)] for i in range(n)]
+    return [MARKERS[(i // PALETTE_SIZE) % len(MARKERS)] for i in range(n)]
 
 
 def format_quality(quality: Mapping[str, object] | None) -> str:
@@ -60,6 +87,8 @@ def format_quality(quality: Mapping[str, object] | None) -> str:
     for key, label in (
         ("knn_feat@10", "kNN@10 feat"),
         ("knn_2d@10", "kNN@10 2-D"),
+        ("knn_feat_r2@10", "kNN-R²@10 feat"),
+        ("knn_2d_r2@10", "kNN-R²@10 2-D"),
         ("trustworthiness", "trust"),
         ("silhouette_2d", "silh."),
     ):
@@ -70,7 +99,11 @@ def format_quality(quality: Mapping[str, object] | None) -> str:
 
 
 def _point_size(n: int) -> float:
-    return float(np.clip(20000.0 / max(n, 1), 1.5, 25.0))
+    return point_style(n)[0]
+
+
+def _is_numeric(labels: np.ndarray | None) -> bool:
+    return labels is not None and np.issubdtype(np.asarray(labels).dtype, np.floating)
 
 
 def _scatter(
@@ -81,16 +114,31 @@ def _scatter(
     colors: np.ndarray,
     markers: list[str],
     classes: np.ndarray,
+    density: bool | None = None,
 ) -> list:
-    """Draw one embedding; returns the legend handles (one per class)."""
+    """Draw one embedding; returns the legend handles (one per class), or for float labels
+    the one colour-mapped collection (for a colorbar). Large N: rasterised layers, smaller and
+    fainter markers, or a density image (``density``; None = automatic, see plots_large)."""
     coords = np.asarray(coords)
-    size = _point_size(len(coords))
+    size, alpha = point_style(len(coords))
+    raster = len(coords) > RASTERIZE_ABOVE
     handles = []
-    if labels is None:
-        ax.scatter(coords[:, 0], coords[:, 1], s=size, c=[colors[0]], linewidths=0, alpha=0.8)
-        return handles
+    if labels is not None and not _is_numeric(labels) and use_density(len(coords), density):
+        draw_density(ax, coords, np.searchsorted(classes, labels), colors)
+        return [ax.scatter([], [], s=max(size, 4.0), color=colors[ci], marker=markers[ci],
+                           label=_class_name(cls, class_names)) for ci, cls in enumerate(classes)]
     # draw in a seeded random order so no class systematically hides the others
     order = np.random.default_rng(0).permutation(len(coords))
+    if labels is None:
+        ax.scatter(coords[:, 0], coords[:, 1], s=size, c=[colors[0]], linewidths=0, alpha=alpha,
+                   rasterized=raster)
+        return handles
+    if _is_numeric(labels):
+        values = np.asarray(labels, dtype=float)
+        h = ax.scatter(coords[order, 0], coords[order, 1], s=size, c=values[order],
+                       cmap=CONTINUOUS_CMAP, vmin=float(values.min()), vmax=float(values.max()),
+                       linewidths=0, alpha=0.9 if alpha >= 0.8 else alpha, rasterized=raster)
+        return [h]
     cls_index = np.searchsorted(classes, labels)
     for ci, cls in enumerate(classes):
         sel = order[cls_index[order] == ci]
@@ -102,9 +150,9 @@ def _scatter(
             color=colors[ci],
             marker=markers[ci],
             linewidths=0,
-            alpha=0.8,
+            alpha=alpha,
             label=name,
-            rasterized=len(coords) > 5000,
+            rasterized=raster,
         )
         handles.append(h)
     return handles
@@ -130,8 +178,12 @@ def _style_axes(ax) -> None:
 
 
 def _prepare(labels: np.ndarray | None, n: int):
-    if labels is None:
+    if labels is None or _is_numeric(labels):
         classes = np.arange(1)
+        if labels is not None:
+            labels = np.asarray(labels, dtype=float)
+            if labels.shape != (n,) or not np.isfinite(labels).all():
+                raise ValueError(f"numeric labels must be finite with shape ({n},), got {labels.shape}")
     else:
         labels = np.asarray(labels)
         if labels.shape != (n,):
@@ -147,7 +199,7 @@ def _check_coords(coords: np.ndarray, what: str) -> np.ndarray:
     return c
 
 
-def _legend(fig: Figure, ax, handles: list, n_classes: int) -> None:
+def _legend(fig: Figure, ax, handles: list, n_classes: int, title: str | None = None) -> None:
     if not handles:
         return
     if n_classes > MAX_LEGEND_CLASSES:
@@ -160,10 +212,23 @@ def _legend(fig: Figure, ax, handles: list, n_classes: int) -> None:
     leg = ax.legend(
         handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, ncol=ncol,
         frameon=False, markerscale=max(1.0, 6.0 / np.sqrt(handles[0].get_sizes()[0])),
-        handletextpad=0.2, columnspacing=0.8,
+        handletextpad=0.2, columnspacing=0.8, title=title, title_fontsize=7,
     )  # fmt: skip
     for h in leg.legend_handles:
         h.set_alpha(1.0)
+
+
+def _legend_width(labels: np.ndarray | None, n_classes: int) -> float:
+    if labels is None:
+        return 0.0
+    if _is_numeric(labels):
+        return 1.0
+    return 1.6 if n_classes <= 15 else 3.0
+
+
+def _footer(fig: Figure, footer: str | None) -> None:
+    if footer:
+        fig.supxlabel(footer, fontsize=6.5, color="0.3")
 
 
 def plot_embedding(
@@ -172,26 +237,48 @@ def plot_embedding(
     class_names: Sequence[str] | None = None,
     title: str = "",
     quality: Mapping[str, object] | None = None,
+    *,
+    footer: str | None = None,
+    color_label: str | None = None,
+    thumbnails: tuple[np.ndarray, Sequence[np.ndarray]] | None = None,
+    thumbnail_grid: int = 20,
+    density: bool | None = None,
 ) -> Figure:
-    """Scatter of one layer's 2-D embedding coloured by class, with its quality numbers."""
+    """Scatter of one layer's 2-D embedding coloured by class (or by a float value, with a
+    colorbar), with its quality numbers; ``footer`` under the axes (space, provenance);
+    ``color_label`` names the labeling (legend title / colorbar label); ``thumbnails`` =
+    (point indices, RGB images) from :func:`embedding.thumbnails.grid_pick` with the same
+    ``thumbnail_grid``."""
     coords = _check_coords(coords, "coords")
     labels, classes, colors, markers = _prepare(labels, len(coords))
-    n_classes = len(classes) if labels is not None else 0
-    legend_w = 0.0 if n_classes == 0 else (1.6 if n_classes <= 15 else 3.0)
-    fig = Figure(figsize=(6.0 + legend_w, 6.0), dpi=150, layout="constrained")
+    numeric = _is_numeric(labels)
+    n_classes = len(classes) if labels is not None and not numeric else 0
+    legend_w = _legend_width(labels, n_classes)
+    side = 8.0 if thumbnails is not None else 6.0
+    fig = Figure(figsize=(side + legend_w, side), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    handles = _scatter(ax, coords, labels, class_names, colors, markers, classes)
+    handles = _scatter(ax, coords, labels, class_names, colors, markers, classes, density)
     _style_axes(ax)
+    if thumbnails is not None:
+        picked, images = thumbnails
+        frames = None
+        if labels is not None and not numeric:
+            frames = colors[np.searchsorted(classes, labels[np.asarray(picked)])]
+        draw_thumbnails(ax, coords, np.asarray(picked), images, thumbnail_grid, frames)
     if title:
         ax.set_title(title, fontsize=10)
     q = format_quality(quality)
     if q:
         ax.text(
-            0.01, 0.01, q, transform=ax.transAxes, fontsize=7, ha="left", va="bottom",
+            0.01, 0.01, q, transform=ax.transAxes, fontsize=7, ha="left", va="bottom", zorder=5,
             bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.8", "alpha": 0.85},
         )  # fmt: skip
-    _legend(fig, ax, handles, n_classes)
+    if numeric:
+        fig.colorbar(handles[0], ax=ax, shrink=0.8, label=color_label or "value")
+    else:
+        _legend(fig, ax, handles, n_classes, color_label)
+    _footer(fig, footer)
     return fig
 
 
@@ -203,8 +290,12 @@ def plot_embedding_grid(
     *,
     title: str = "",
     ncols: int | None = None,
+    footer: str | None = None,
+    color_label: str | None = None,
+    density: bool | None = None,
 ) -> Figure:
-    """All layers' embeddings in one grid (same colours per class), one shared legend."""
+    """All layers' embeddings in one grid (same colours per class), one shared legend (or one
+    colorbar for float labels) outside the axes, ``footer`` under them."""
     if not layers:
         raise ValueError("plot_embedding_grid: no layers given")
     n = len(layers)
@@ -212,8 +303,9 @@ def plot_embedding_grid(
     nrows = int(np.ceil(n / ncols))
     first = _check_coords(layers[0][1], f"coords of layer {layers[0][0]!r}")
     labels, classes, colors, markers = _prepare(labels, len(first))
-    n_classes = len(classes) if labels is not None else 0
-    legend_w = 0.0 if n_classes == 0 else (1.6 if n_classes <= 15 else 3.0)
+    numeric = _is_numeric(labels)
+    n_classes = len(classes) if labels is not None and not numeric else 0
+    legend_w = _legend_width(labels, n_classes)
     fig = Figure(figsize=(3.6 * ncols + legend_w, 3.8 * nrows), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -226,7 +318,7 @@ def plot_embedding_grid(
                 f"expected {len(first)} like layer {layers[0][0]!r}"
             )
         ax = axes.flat[i]
-        handles = _scatter(ax, coords, labels, class_names, colors, markers, classes)
+        handles = _scatter(ax, coords, labels, class_names, colors, markers, classes, density)
         _style_axes(ax)
         ax.set_title(str(layer), fontsize=9)
         q = format_quality((quality or {}).get(layer))
@@ -236,15 +328,18 @@ def plot_embedding_grid(
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=11)
-    if handles and n_classes <= MAX_LEGEND_CLASSES:
+    if numeric:
+        fig.colorbar(handles[0], ax=axes.ravel().tolist(), shrink=0.8, label=color_label or "value")
+    elif handles and n_classes <= MAX_LEGEND_CLASSES:
         ncol = 1 if n_classes <= 15 else 2
         leg = fig.legend(
             handles=handles, loc="outside right center", fontsize=7, ncol=ncol, frameon=False,
             markerscale=max(1.0, 6.0 / np.sqrt(handles[0].get_sizes()[0])),
-            handletextpad=0.2, columnspacing=0.8,
+            handletextpad=0.2, columnspacing=0.8, title=color_label, title_fontsize=7,
         )  # fmt: skip
         for h in leg.legend_handles:
             h.set_alpha(1.0)
     elif handles:
         fig.text(0.99, 0.5, f"{n_classes} classes\n(legend omitted)", ha="right", fontsize=8)
+    _footer(fig, footer)
     return fig

@@ -1,14 +1,20 @@
 """Numbers that say how good a 2-D embedding is, computed next to every t-SNE picture.
 
-- ``knn_feat@k``: leave-one-out kNN accuracy in feature space. Cosine similarity on
-  L2-normalised features (the usual choice for self-supervised features, as in the kNN
-  monitors of DINO / MoCo); above ``exact_max_dim`` dimensions and ``exact_max_n`` points the
-  normalised features are first PCA-reduced, and at most ``max_queries`` seeded query points
-  are classified (their neighbours are searched among all points). The dict says which.
+- ``knn_feat@k``: leave-one-out kNN accuracy in feature space, in the space the embedding was
+  computed in (``metric``: cosine = Euclidean on L2-normalised features, the usual choice for
+  self-supervised features as in the kNN monitors of DINO / MoCo, or Euclidean; optionally
+  standardised, see ``embedding.space``); above ``exact_max_dim`` dimensions and
+  ``exact_max_n`` points that space is first PCA-reduced, and at most ``max_queries`` seeded
+  query points are classified (their neighbours are searched among all points). The dict
+  says which (``knn_feat_space``).
 - ``knn_2d@k``: the same leave-one-out kNN accuracy on the 2-D coordinates (euclidean, all
   points). The gap to ``knn_feat@k`` is the class structure the picture loses.
-- ``trustworthiness``: sklearn's trustworthiness (k=10) between the raw features (euclidean,
-  the space t-SNE embeds) and the coordinates, on a seeded subsample of at most 5000 points.
+- ``trustworthiness``: sklearn's trustworthiness (k=10) between the features in that same
+  space (the space t-SNE embeds) and the coordinates, on a seeded subsample of at most 5000
+  points.
+- ``labelings`` (only with ``extra_labels``): the kNN numbers of every other labeling (e.g.
+  shape and texture of cue-conflict images) from the same neighbour lists; numeric labelings
+  get the R² of kNN regression (``knn_feat_r2@k``, ``knn_2d_r2@k``) instead of accuracy.
 - ``silhouette_2d``: silhouette score of the labels in 2-D, on the same kind of subsample.
 
 kNN votes are unweighted majority votes of the k nearest other points (the point itself is
@@ -18,11 +24,15 @@ nearest.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import trustworthiness as _sk_trustworthiness
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import NearestNeighbors
+
+from selfsup_vis.embedding.space import describe_space, to_metric_space
 
 KNN_KS: tuple[int, ...] = (10, 20)
 TRUST_K = 10
@@ -85,6 +95,39 @@ def _drop_self(indices: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return indices[keep].reshape(len(queries), k)
 
 
+def knn_neighbours(points: np.ndarray, kmax: int, queries: np.ndarray | None = None) -> np.ndarray:
+    """Indices (len(queries), kmax) of each query's nearest other points (Euclidean, exact,
+    nearest first); computed once and shared by every labeling that is scored on them."""
+    n = points.shape[0]
+    q = np.arange(n) if queries is None else np.asarray(queries)
+    algorithm = "kd_tree" if points.shape[1] <= 3 else "brute"
+    nn = NearestNeighbors(n_neighbors=kmax + 1, algorithm=algorithm).fit(points)
+    idx_all = np.empty((len(q), kmax), dtype=np.int64)
+    chunk = 2048
+    for s in range(0, len(q), chunk):
+        qs = q[s : s + chunk]
+        _, idx = nn.kneighbors(points[qs])
+        idx_all[s : s + chunk] = _drop_self(idx, qs, kmax)
+    return idx_all
+
+
+def knn_scores(neighbours: np.ndarray, values: np.ndarray, queries: np.ndarray,
+               ks: tuple[int, ...]) -> dict[int, float]:
+    """kNN accuracy (integer/str labels: majority vote) or kNN-regression R² (float values:
+    mean of the neighbours' values) of ``values`` at each k, from precomputed neighbours."""
+    values = np.asarray(values)
+    truth = values[queries]
+    out: dict[int, float] = {}
+    for k in ks:
+        if np.issubdtype(values.dtype, np.floating):
+            pred = values[neighbours[:, :k]].mean(axis=1)
+            sst = float(((truth - truth.mean()) ** 2).sum())
+            out[k] = float(1.0 - ((truth - pred) ** 2).sum() / sst) if sst > 0 else float("nan")
+        else:
+            out[k] = float((knn_vote(values[neighbours[:, :k]]) == truth).mean())
+    return out
+
+
 def knn_accuracy(
     points: np.ndarray,
     labels: np.ndarray,
@@ -102,37 +145,22 @@ def knn_accuracy(
     ks = tuple(k for k in ks if k < n)
     if not ks:
         return {}
-    kmax = max(ks)
     q = np.arange(n) if queries is None else np.asarray(queries)
-    if metric == "cosine":
-        norms = np.linalg.norm(points, axis=1, keepdims=True)
-        points = points / np.maximum(norms, 1e-12)
-    algorithm = "kd_tree" if points.shape[1] <= 3 else "brute"
-    nn = NearestNeighbors(n_neighbors=kmax + 1, algorithm=algorithm).fit(points)
-    out: dict[int, float] = {}
-    idx_all = np.empty((len(q), kmax), dtype=np.int64)
-    chunk = 2048
-    for s in range(0, len(q), chunk):
-        qs = q[s : s + chunk]
-        _, idx = nn.kneighbors(points[qs])
-        idx_all[s : s + chunk] = _drop_self(idx, qs, kmax)
-    for k in ks:
-        pred = knn_vote(labels[idx_all[:, :k]])
-        out[k] = float((pred == labels[q]).mean())
-    return out
+    points = to_metric_space(points, metric)
+    return knn_scores(knn_neighbours(points, max(ks), q), labels, q, ks)
 
 
 def _reduce_features(
-    features: np.ndarray, *, seed: int, exact_max_dim: int, exact_max_n: int, pca_dims: int
+    x: np.ndarray, space: str, *, seed: int, exact_max_dim: int, exact_max_n: int, pca_dims: int
 ) -> tuple[np.ndarray, str]:
-    """L2-normalise; PCA-reduce when exact brute-force search would be too slow."""
-    x = features.astype(np.float32, copy=False)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """``x`` already in the metric space; PCA-reduce when exact brute-force search would be
+    too slow, and say so in the space's name."""
+    x = np.asarray(x, dtype=np.float32)
     n, d = x.shape
     if d > exact_max_dim and n > exact_max_n and pca_dims < min(n, d):
         x = PCA(n_components=pca_dims, random_state=seed).fit_transform(x)
-        return x, f"cosine (L2-normalised, PCA-{pca_dims})"
-    return x, "cosine (L2-normalised)"
+        return x, f"{space[:-1]}, PCA-{pca_dims})"
+    return x, space
 
 
 def _subsample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -169,44 +197,81 @@ def embedding_quality(
     exact_max_dim: int = 256,
     exact_max_n: int = 10_000,
     feature_pca_dims: int = 128,
+    metric: str = "cosine",
+    standardize: bool = False,
+    extra_labels: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, float | int | str]:
     """All quality numbers of one embedding as a flat JSON-ready dict.
 
+    ``features`` (raw) are mapped into the ``metric`` space (``standardize`` first) exactly as
+    ``compute_embedding`` does, so the numbers describe the space the map was made from.
     ``features`` may be None (only the 2-D numbers); ``labels`` may be None (only
     trustworthiness). Keys: ``knn_feat@k``, ``knn_2d@k``, ``trustworthiness``,
-    ``silhouette_2d``, plus ``n``, ``n_classes``, ``knn_feat_space``, ``knn_feat_queries``.
+    ``silhouette_2d``, plus ``n``, ``n_classes``, ``knn_feat_space``, ``knn_feat_queries``, and
+    with ``extra_labels`` (name -> per-sample labels or float values) ``labelings``: name ->
+    that labeling's kNN numbers from the same neighbours.
     """
     features = None if features is None else np.asarray(features)
     coords = np.asarray(coords)
     labels = None if labels is None else np.asarray(labels)
     n = _check_inputs(features, coords, labels)
+    for name, values in (extra_labels or {}).items():
+        if np.asarray(values).shape != (n,):
+            raise ValueError(f"embedding_quality: labeling {name!r} has shape {np.asarray(values).shape}, "
+                             f"expected ({n},)")
     rng = np.random.default_rng(seed)
     out: dict[str, float | int | str] = {"n": int(n)}
-    if labels is not None:
-        n_classes = int(np.unique(labels).size)
-        out["n_classes"] = n_classes
-        if features is not None:
+    space_x = None if features is None else to_metric_space(features, metric, standardize)
+    ks_n = tuple(k for k in ks if k < n)
+    labelings: dict[str, dict[str, float | int]] = {name: {} for name in (extra_labels or {})}
+    if labels is not None or extra_labels:
+        queries = _subsample(n, max_queries, rng)
+        feat_nb = None
+        if space_x is not None and ks_n:
             reduced, space = _reduce_features(
-                features,
+                space_x,
+                describe_space(metric, standardize),
                 seed=seed,
                 exact_max_dim=exact_max_dim,
                 exact_max_n=exact_max_n,
                 pca_dims=feature_pca_dims,
             )
-            queries = _subsample(n, max_queries, rng)
-            for k, acc in knn_accuracy(reduced, labels, ks, queries=queries).items():
-                out[f"knn_feat@{k}"] = acc
+            feat_nb = knn_neighbours(reduced, max(ks_n), queries)
             out["knn_feat_space"] = space
             out["knn_feat_queries"] = int(len(queries))
-        for k, acc in knn_accuracy(coords, labels, ks).items():
-            out[f"knn_2d@{k}"] = acc
+        all_q = np.arange(n)
+        nb_2d = knn_neighbours(coords, max(ks_n), all_q) if ks_n else None
+        for name, values in (extra_labels or {}).items():
+            values = np.asarray(values)
+            numeric = np.issubdtype(values.dtype, np.floating)
+            tag = "_r2" if numeric else ""
+            entry = labelings[name]
+            if not numeric:
+                entry["n_classes"] = int(np.unique(values).size)
+            if feat_nb is not None:
+                for k, v in knn_scores(feat_nb, values, queries, ks_n).items():
+                    entry[f"knn_feat{tag}@{k}"] = v
+            if nb_2d is not None:
+                for k, v in knn_scores(nb_2d, values, all_q, ks_n).items():
+                    entry[f"knn_2d{tag}@{k}"] = v
+    if labels is not None:
+        n_classes = int(np.unique(labels).size)
+        out["n_classes"] = n_classes
+        if feat_nb is not None:
+            for k, acc in knn_scores(feat_nb, labels, queries, ks_n).items():
+                out[f"knn_feat@{k}"] = acc
+        if nb_2d is not None:
+            for k, acc in knn_scores(nb_2d, labels, all_q, ks_n).items():
+                out[f"knn_2d@{k}"] = acc
         if 2 <= n_classes < n:
             idx = _subsample(n, max_subsample, rng)
             sub_labels = labels[idx]
             if 2 <= np.unique(sub_labels).size < len(idx):
                 out["silhouette_2d"] = float(silhouette_score(coords[idx], sub_labels))
-    if features is not None:
+    if space_x is not None:
         out["trustworthiness"] = trustworthiness(
-            features, coords, k=trust_k, seed=seed, max_points=max_subsample
+            space_x, coords, k=trust_k, seed=seed, max_points=max_subsample
         )
+    if extra_labels:
+        out["labelings"] = labelings  # type: ignore[assignment]
     return out

@@ -19,7 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from selfsup_vis.utils.io import atomic_path
+from selfsup_vis.utils.io import atomic_path, reserve_space
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,17 @@ def layer_file_name(layer: str) -> str:
 
 
 class FeatureShardWriter(BasePredictionWriter):
-    """Append each batch's features to ``<shard_dir>/rank<r>/<layer>.f32`` (+ ``positions.i64``).
+    """Append each batch's features to ``<work_dir>/shards/rank<r>/<layer>.f32`` (+ ``positions.i64``).
 
-    ``positions`` maps a sample's dataset ``index`` to its row in the final array.
+    ``indices`` are the dataset indices being predicted; a sample's row in the final array is
+    its position among them. Given to the Trainer through ``callbacks=``.
     """
 
-    def __init__(self, shard_dir: str | Path, positions: dict[int, int]) -> None:
+    def __init__(self, work_dir: str | Path, indices: Sequence[int]) -> None:
         super().__init__(write_interval="batch")
-        self.shard_dir = Path(shard_dir)
-        self.positions = positions
+        self.work_dir = Path(work_dir)
+        self.shard_dir = self.work_dir / "shards"
+        self.positions = {int(i): p for p, i in enumerate(indices)}
         self.dims: dict[str, int] = {}
 
     def _rank_dir(self, trainer: pl.Trainer) -> Path:
@@ -96,6 +98,7 @@ def merge_shards(shard_dir: Path, out_dir: Path, layers: Sequence[str], n: int) 
         path = out_dir / f"{name}.npy"
         with atomic_path(path) as tmp:
             merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dims[layer]))
+            reserve_space(tmp)  # disk full: ENOSPC naming the path, not SIGBUS in the mmap
             for r in ranks:
                 pos = np.fromfile(r / "positions.i64", dtype=np.int64)
                 rows = np.memmap(r / f"{name}.f32", dtype=np.float32, mode="r").reshape(len(pos), dims[layer])
@@ -110,23 +113,20 @@ def extract_features(
     trainer: pl.Trainer,
     model: pl.LightningModule,
     datamodule: pl.LightningDataModule,
+    writer: FeatureShardWriter,
     layers: Sequence[str],
-    indices: Sequence[int],
-    work_dir: Path,
     out_dir: Path,
 ) -> dict[str, Path] | None:
-    """Run ``trainer.predict`` over ``indices`` of the eval split; rank zero merges the shards
-    into ``out_dir`` and returns the paths (other ranks return None)."""
-    positions = {int(i): p for p, i in enumerate(indices)}
-    shard_dir = Path(work_dir) / "shards"
-    writer = FeatureShardWriter(shard_dir, positions)
-    trainer.callbacks.append(writer)
-    model.predict_layers = list(layers)
-    datamodule.predict_indices = list(indices)
+    """Run ``trainer.predict`` (whose callbacks include ``writer``) over the datamodule's
+    predict indices; rank zero merges the shards into ``out_dir`` and returns the paths
+    (other ranks return None)."""
+    if writer not in trainer.callbacks:
+        raise ValueError("extract_features: pass the FeatureShardWriter to the Trainer (callbacks=)")
+    model.configure_features(layers)  # the layers still missing from the cache, validated
     trainer.predict(model, datamodule=datamodule, return_predictions=False)
     trainer.strategy.barrier("features-written")
     if not trainer.is_global_zero:
         return None
-    paths = merge_shards(shard_dir, Path(out_dir), layers, len(indices))
-    shutil.rmtree(work_dir, ignore_errors=True)
+    paths = merge_shards(writer.shard_dir, Path(out_dir), layers, len(writer.positions))
+    shutil.rmtree(writer.work_dir, ignore_errors=True)
     return paths
