@@ -56,7 +56,7 @@ def bench_speed(args) -> dict:
 
     from selfsup_vis.data.datamodule import ImageFolderDataModule
     from selfsup_vis.data.transforms import pipeline_for_model
-    from selfsup_vis.features.extraction import extract_features
+    from selfsup_vis.features.extraction import FeatureShardWriter, extract_features
     from selfsup_vis.models import build_model
 
     cfg = _compose([f"model={args.model}", f"model.img_size={args.img_size}"])
@@ -67,8 +67,8 @@ def bench_speed(args) -> dict:
         _write_images(root, args.n_speed, args.img_size)
         dm = ImageFolderDataModule(str(root), batch_size=args.batch_size, num_workers=args.num_workers,
                                    pin_memory=args.device == "cuda")
-        dm.set_pipelines(eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
         n = len(dm.dataset(dm.eval_split))
+        dm.configure(eval=pipeline_for_model(cfg.model, "eval", crop_pct=None), predict_indices=range(n))
         # bare forward: the same number of images as in-memory normalised tensors
         x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=args.device)
         autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled="bf16" in args.precision)
@@ -82,11 +82,12 @@ def bench_speed(args) -> dict:
             if args.device == "cuda":
                 torch.cuda.synchronize()
             bare = n / (time.perf_counter() - t0)
+        writer = FeatureShardWriter(Path(tmp) / "work", range(n))
         trainer = pl.Trainer(accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
                              precision=args.precision, logger=False, enable_progress_bar=False,
-                             enable_checkpointing=False, enable_model_summary=False)
+                             enable_checkpointing=False, enable_model_summary=False, callbacks=[writer])
         t0 = time.perf_counter()
-        extract_features(trainer, model, dm, layers, list(range(n)), Path(tmp) / "work", Path(tmp) / "feats")
+        extract_features(trainer, model, dm, writer, layers, Path(tmp) / "feats")
         ours = n / (time.perf_counter() - t0)
     return {"model": args.model, "img_size": args.img_size, "batch_size": args.batch_size, "n": n,
             "bare_forward_img_s": bare, "extraction_img_s": ours, "ratio": ours / bare}
@@ -99,20 +100,20 @@ def _peak_rss_child(n_per_class: int) -> None:
 
     from selfsup_vis.data.datamodule import SyntheticDataModule
     from selfsup_vis.data.transforms import pipeline_for_model
-    from selfsup_vis.features.extraction import extract_features
+    from selfsup_vis.features.extraction import FeatureShardWriter, extract_features
     from selfsup_vis.models import build_model
 
     cfg = _compose(["model=mocov2_tiny"])
     model = build_model(cfg.model).eval()
     layers = ["layer3", "layer4", "neck"]
-    dm = SyntheticDataModule(samples_per_class=n_per_class, batch_size=128)
-    dm.eval_split = "train"
-    dm.set_pipelines(eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
+    dm = SyntheticDataModule(samples_per_class=n_per_class, batch_size=128, eval_split="train")
     n = len(dm.dataset("train"))
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False)
+    dm.configure(eval=pipeline_for_model(cfg.model, "eval", crop_pct=None), predict_indices=range(n))
     with tempfile.TemporaryDirectory() as tmp:
-        paths = extract_features(trainer, model, dm, layers, list(range(n)), Path(tmp) / "w", Path(tmp) / "f")
+        writer = FeatureShardWriter(Path(tmp) / "w", range(n))
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                             enable_checkpointing=False, enable_model_summary=False, callbacks=[writer])
+        paths = extract_features(trainer, model, dm, writer, layers, Path(tmp) / "f")
         feat_bytes = sum(np.load(p, mmap_mode="r").nbytes for p in paths.values())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"n": n, "peak_rss": peak, "feature_bytes": feat_bytes}))

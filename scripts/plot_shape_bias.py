@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--download-icons", action="store_true",
                    help="fetch missing icons from the model-vs-human repository (network)")
     p.add_argument("--no-humans", action="store_true", help="leave the human subjects out")
-    p.add_argument("--pattern", default="cue-conflict_*.csv", help="CSV file glob")
+    p.add_argument("--pattern", default="*.csv", help="CSV file glob (files are recognised by their header)")
     p.add_argument("--formats", nargs="+", default=["pdf", "png"])
     return p.parse_args(argv)
 

@@ -6,57 +6,84 @@ never changes this file.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
-import warnings
+import traceback
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from selfsup_vis.config import conf_dir, register_configs
-
-EXAMPLES = """\
-selfsup_vis: look inside self-supervised vision models.
-
-Examples:
-  python -m selfsup_vis                                   # browse the synthetic default
-  python -m selfsup_vis task=browse model=mocov2_tiny     # two MoCo v2 views side by side
-  python -m selfsup_vis task=browse model=simmim_tiny task.skip_type=[ColorJitter]
-  python -m selfsup_vis task=tsne model=mocov2 model.checkpoint=ckpt.pth \\
-      dataset=imagenet dataset.root=/data/imagenet
-  python -m selfsup_vis task=reconstruct model=mae model.checkpoint=mae.pth task.images=[a.jpg]
-  python -m selfsup_vis task=shape_bias model=timm model.name=resnet50 \\
-      dataset=cue_conflict dataset.root=/data/cue-conflict
-  python -m selfsup_vis task=plot_shape_bias task.csv_dirs=[raw-data/cue-conflict]
-  python -m selfsup_vis -m task=browse model=mae_tiny,simmim_tiny      # a sweep
-  python -m selfsup_vis -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu \\
-      task=tsne trainer=gpu                                           # on Slurm
-Config groups: task, model, dataset, logger (csv|tensorboard|wandb|many), trainer (cpu|gpu|ddp),
-hydra/launcher (submitit_local|submitit_slurm). Show the composed config: --cfg job
-"""
+from selfsup_vis.config.validate import ConfigError, preflight
+from selfsup_vis.tasks.common import run_task
 
 register_configs()
-# conf/hydra/launcher/submitit_{slurm,local}.yaml keep the plugin's names on purpose (typed by the
-# plugin's own schema, with tasks/nodes tied to the trainer); Hydra warns about that match.
-warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStore schema with the same name")
+
+
+def is_config_error(err: BaseException) -> bool:
+    """Config errors exit with 2: bad values, failed composition, a missing mandatory key."""
+    return isinstance(err, ConfigError) or type(err).__module__.startswith(("omegaconf", "hydra.errors"))
+
+
+def full_errors(cfg: DictConfig | None = None) -> bool:
+    """Tracebacks on the console: HYDRA_FULL_ERROR=1 or log_level=DEBUG."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or (
+        cfg is not None and str(cfg.get("log_level", "INFO")).upper() == "DEBUG")
+
+
+class _NoTracebackOnConsole(logging.Filter):
+    """Keeps records carrying a traceback (``log.exception``) off the console: the one-line
+    error is printed by ``report_error``; the log file still gets the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.exc_info
+
+
+def quiet_console_tracebacks() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.addFilter(_NoTracebackOnConsole())
+
+
+def report_error(err: BaseException, cfg: DictConfig | None = None) -> int:
+    """One clear line on stderr (then the rest of the message); the traceback only with
+    HYDRA_FULL_ERROR=1 or log_level=DEBUG (always in the run's log file and summary.json).
+    Returns the exit code: 2 for config errors, 1 for runtime errors."""
+    code = 2 if is_config_error(err) else 1
+    message = str(err).strip() or type(err).__name__
+    kind = "config error" if code == 2 else type(err).__name__
+    print(f"Error ({kind}): {message}", file=sys.stderr)
+    if full_errors(cfg):
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    else:
+        where = ""
+        if HydraConfig.initialized():
+            where = f"; summary: {HydraConfig.get().runtime.output_dir}/summary.json"
+        print(f"(traceback: HYDRA_FULL_ERROR=1 or log_level=DEBUG{where})", file=sys.stderr)
+    return code
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> object:
-    from selfsup_vis.tasks.common import run_task
-
-    return run_task(cfg)
+    if HydraConfig.get().mode != RunMode.RUN:
+        return run_task(cfg)  # sweeps: each job's failure is the launcher's to record
+    if not full_errors(cfg):
+        quiet_console_tracebacks()
+    try:
+        return run_task(cfg)
+    except Exception as err:  # a single run: one clear line and the exit code, not Hydra's dump
+        raise SystemExit(report_error(err, cfg)) from None
 
 
 def main() -> None:
     args = sys.argv[1:]
-    if any(a in ("-h", "--help") for a in args):
-        print(EXAMPLES)
-    else:
-        from selfsup_vis.config.validate import check_overrides
-
-        message = check_overrides(str(conf_dir()), "config", [a for a in args if not a.startswith("-")])
+    if not any(a in ("-h", "--help", "--hydra-help") for a in args):  # help: hydra.help.template
+        message = preflight(str(conf_dir()), "config", args)
         if message:
-            print(f"Error: {message}", file=sys.stderr)
+            print(f"Error (config error): {message}", file=sys.stderr)
             sys.exit(2)
     _hydra_main()
 

@@ -44,6 +44,16 @@ def compose_in(tmp_path: Path) -> Iterator:
     GlobalHydra.instance().clear()
 
 
+def run_inprocess(overrides: list[str], out_dir: Path) -> dict:
+    """Compose like the CLI and run the task through the harness in this process."""
+    from selfsup_vis.tasks.common import run_task
+
+    try:
+        return run_task(compose_cfg(overrides, out_dir))
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m selfsup_vis <args>`` in a subprocess, offline, with a small thread budget."""
     full_env = {

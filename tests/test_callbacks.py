@@ -98,7 +98,7 @@ def test_drawing_failure_does_not_break_training(tmp_path, monkeypatch, caplog):
     import hydra
 
     dm = hydra.utils.instantiate(cfg.dataset)
-    dm.set_pipelines(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
+    dm.configure(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
 
     def broken(*args, **kwargs):
         raise RuntimeError("figure exploded")

@@ -19,6 +19,7 @@ from selfsup_vis.checkpoints.loading import export_state_dict
 from selfsup_vis.config.model import MMClassifierConfig
 from selfsup_vis.models import build_model
 from selfsup_vis.models.mmconfig import model_config_from_mm
+from selfsup_vis.utils.download import url_cache_path
 
 TINY = {
     "mae": {"_target_": "selfsup_vis.models.mae.MAE", "img_size": 32, "patch_size": 8, "embed_dim": 32,
@@ -174,8 +175,8 @@ def test_url_cache_and_offline_message(tmp_path: Path, monkeypatch: pytest.Monke
     url = "http://127.0.0.1:9/models/mae_tiny.pth"
     with pytest.raises(CheckpointError) as e:
         resolve_checkpoint(url, timeout=2)
-    cached = tmp_path / "cache" / "checkpoints" / "mae_tiny.pth"
-    assert str(cached) in str(e.value)
+    cached = url_cache_path(url, tmp_path / "cache" / "checkpoints")  # keyed by the full URL
+    assert cached.name == "mae_tiny.pth" and str(cached) in str(e.value)
     assert not list(cached.parent.glob("*.part"))  # nothing half-written
     save_checkpoint(export_checkpoint(_tiny("mae"), "mmpretrain"), cached)
     assert resolve_checkpoint(url) == cached

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import hydra
 import pytest
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
 from selfsup_vis.config import conf_dir
 from selfsup_vis.config.validate import check_overrides
@@ -22,30 +23,21 @@ def options(group: str) -> list[str]:
 ROOTS = {"image_folder": "/data/folder", "imagenet": "/data/imagenet", "cue_conflict": "/data/cc"}
 
 
-@pytest.mark.slow
-def test_compose_every_task_model_dataset_logger():
-    """task × model × dataset, each with every logger (logger=many composes all three)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
+def test_every_option_of_every_group_composes_and_resolves():
+    """Each option of each group once (the groups are independent), with every logger at once;
+    the job config resolves (what config_resolved.yaml writes)."""
     GlobalHydra.instance().clear()
-    count = 0
+    runs = [[f"{group}={opt}"] + ([f"dataset.root={ROOTS[opt]}"] if opt in ROOTS else [])
+            for group in ("task", "model", "dataset", "trainer", "logger", "callbacks") for opt in options(group)]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for task, model, dataset in itertools.product(options("task"), options("model"), options("dataset")):
-            extra = [f"dataset.root={ROOTS[dataset]}"] if dataset in ROOTS else []
-            cfg = compose("config", [f"task={task}", f"model={model}", f"dataset={dataset}", "logger=many", *extra],
+        for overrides in runs:
+            cfg = compose("config", [*overrides, "logger=many"] if "logger=" not in overrides[0] else overrides,
                           return_hydra_config=True)
             HydraConfig.instance().set_config(cfg)
             job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             resolved = OmegaConf.to_container(job, resolve=True, throw_on_missing=False)
-            assert resolved["task"]["_target_"].startswith("selfsup_vis.tasks.")
-            assert set(resolved["logger"]) == {"csv", "tensorboard", "wandb"}
-            count += 1
-        for logger, trainer in itertools.product(options("logger"), options("trainer")):
-            compose("config", [f"logger={logger}", f"trainer={trainer}"])
+            assert resolved["task"]["_target_"].startswith("selfsup_vis.tasks."), overrides
     GlobalHydra.instance().clear()
-    assert count == len(options("task")) * len(options("model")) * len(options("dataset"))
 
 
 def test_datasets_and_loggers_instantiate(tmp_path):
@@ -76,14 +68,35 @@ def test_trainer_presets_build(tmp_path):
 
 
 def test_slurm_launcher_keys_follow_the_trainer():
-    cfg = compose_cfg(["hydra/launcher=submitit_slurm", "trainer=ddp", "trainer.num_nodes=3"])
+    """Our presets extend the plugin's (defaults: [submitit_slurm]); GPUs only for a GPU trainer."""
+    cfg = compose_cfg(["hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=3"])
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert launcher.tasks_per_node == 2 and launcher.nodes == 3 and launcher.gpus_per_node == 2
-    for key in ("partition", "timeout_min", "cpus_per_task", "mem_gb", "additional_parameters", "setup"):
+    assert launcher.tasks_per_node == 2 and launcher.nodes == 3
+    assert launcher.gpus_per_node is None  # accelerator auto/cpu: no --gpus-per-node (no GRES on CPU nodes)
+    for key in ("partition", "account", "qos", "constraint", "timeout_min", "cpus_per_task", "mem_gb",
+                "additional_parameters", "setup"):
         assert key in launcher
-    local = compose_cfg(["hydra/launcher=submitit_local"]).hydra.launcher
+    gpu = compose_cfg(["hydra/launcher=slurm", "trainer=gpu", "trainer.devices=4"]).hydra.launcher
+    assert gpu.gpus_per_node == 4 and gpu.tasks_per_node == 4
+    cpu = compose_cfg(["hydra/launcher=slurm", "trainer=cpu"]).hydra.launcher
+    assert cpu.gpus_per_node is None and cpu.tasks_per_node == 1 and cpu.cpus_per_task <= 2 and cpu.mem_gb <= 8
+    big = compose_cfg(["hydra/launcher=slurm_gpu", "trainer=ddp", "trainer.devices=[0,1,2]"]).hydra.launcher
+    assert big.gpus_per_node == 3 and big.tasks_per_node == 3
+    local = compose_cfg(["hydra/launcher=local"]).hydra.launcher
     assert local._target_.endswith("LocalLauncher")
+    assert not (CONF / "hydra" / "launcher" / "submitit_slurm.yaml").exists()  # no shadowing of the plugin's names
+
+
+def test_sweep_subdir_is_short_and_flat():
+    overrides = [f"model.checkpoint=/very/long/absolute/path/{'x' * 200}/a.ckpt", "task.seed=1"]
+    cfg = compose_cfg(overrides)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.job.num = 3
+        cfg.hydra.job.override_dirname = ",".join(overrides)
+    subdir = cfg.hydra.sweep.subdir
+    assert subdir.startswith("3_") and "/" not in subdir and len(subdir) == 10
 
 
 def test_misspelt_key_names_the_valid_keys():

@@ -140,7 +140,7 @@ def test_corrupt_image_error_or_skip(tmp_path, caplog):
     with pytest.raises(CorruptImageError, match="broken.png"):
         ds[idx]
     dm = ImageFolderDataModule(str(tmp_path), skip_corrupt=True, batch_size=8, eval_split="val")
-    dm.set_pipelines(eval=build_pipeline("eval", 16))
+    dm.configure(eval=build_pipeline("eval", 16))
     with caplog.at_level(logging.WARNING):
         batches = list(dm.predict_dataloader())
     assert sum(len(b["index"]) for b in batches) == 4  # 5 files, the broken one skipped
@@ -176,9 +176,29 @@ def test_imagenet_flat_folder_with_label_file(tmp_path):
 
 def test_datamodule_loaders_yield_sample_dicts():
     dm = SyntheticDataModule(samples_per_class=2, val_samples_per_class=1, batch_size=4)
-    dm.set_pipelines(train=build_pipeline("mocov2", 64), eval=build_pipeline("eval", 64, crop_pct=None))
+    dm.configure(train=build_pipeline("mocov2", 64), eval=build_pipeline("eval", 64, crop_pct=None))
     batch = next(iter(dm.train_dataloader()))
     assert len(batch["views"]) == 2 and batch["views"][0].shape == (4, 3, 64, 64)
     pred = list(dm.predict_dataloader())
     assert sum(len(b["index"]) for b in pred) == 8
     assert set(pred[0]) == {"image", "label", "index", "name"}
+
+
+def test_maskfeat_pipeline_and_reconstruction_draw_the_same_mask():
+    """D1: one mask rule (the model's): 40 masked patches with min_num_patches=15 gives blocks
+    of >= 15 patches in the training pipeline as in task=reconstruct / the callback."""
+    from selfsup_vis.data.transforms import pipeline_for_model
+    from selfsup_vis.models import build_model
+    from selfsup_vis.reconstruction.masks import make_masks
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["model=maskfeat_tiny", "model.img_size=224", "model.patch_size=16",
+                       "model.num_masking_patches=40", "model.min_num_patches=15"]).model
+    pipe = pipeline_for_model(cfg)
+    model = build_model(cfg)
+    assert pipe.mask_generator.min_num_patches == model.mask_generator().min_num_patches == 15
+    for seed in range(3):
+        from_model = make_masks(model, 2, seed=seed)
+        for i in range(2):
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + i)  # make_masks' per-image seeding
+            assert torch.equal(pipe.mask_generator(gen), from_model[i])

@@ -4,6 +4,7 @@ resume from last.ckpt, a resume checkpoint of another model is refused, MAE lear
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import hydra
 import numpy as np
@@ -34,7 +35,10 @@ def test_pretrain_cli_callbacks_scalars_and_resume(tmp_path):
     assert_ok(proc)
     s = json.loads((out / "summary.json").read_text())
     assert s["global_step"] == 6 and s["epochs"] == 2 and not s["callback_failures"]
-    assert s["checkpoints"]["last"] == str(out / "checkpoints" / "last.ckpt") and len(s["checkpoints"]["saved"]) == 3
+    assert s["checkpoints"]["last"] == str(out / "checkpoints" / "last.ckpt")
+    # last.ckpt + the rolling latest-epoch.ckpt behind it + two periodic checkpoints
+    assert sorted(Path(p).name for p in s["checkpoints"]["saved"]) == [
+        "epoch000-step000003.ckpt", "epoch001-step000006.ckpt", "last.ckpt", "latest-epoch.ckpt"]
     assert [r["step"] for r in s["reconstruction_error"]] == [3, 6]
     for f in ("reconstructions/reconstruction_step000003.png", "reconstructions/reconstruction_step000006.npz",
               "embeddings/embedding_step000006.png", "checkpoints/last.ckpt",
@@ -44,7 +48,7 @@ def test_pretrain_cli_callbacks_scalars_and_resume(tmp_path):
     assert list((out / "csv").glob("**/images/train_reconstruction_step000006.png"))
     metrics = pd.read_csv(next(out.glob("csv/**/metrics.csv")))
     for col in ("train/loss", "lr-AdamW/pg1", "train/throughput", "train/data_time", "train/grad_norm",
-                "train/reconstruction_error", "health/norm/effective_rank", "health/norm/feature_std",
+                "train/reconstruction_error", "health/norm.mean/effective_rank", "health/norm.mean/feature_std",
                 "embedding/knn_feat@10", "embedding/knn_2d@10"):
         assert col in metrics.columns and metrics[col].notna().any(), col
     lr = metrics["lr-AdamW/pg1"].dropna().to_numpy()
@@ -93,10 +97,10 @@ def test_pretrain_other_algorithms(model, compose_in, tmp_path):
 def test_tiny_mae_learns(tmp_path):
     """A few dozen steps: the training loss and the masked-patch error of fixed images drop."""
     torch.manual_seed(0)
-    cfg = compose_cfg(["model=mae_tiny", "dataset.batch_size=16", "model.optim.lr=2e-3"], tmp_path)
+    cfg = compose_cfg(["model=mae_tiny", "dataset.batch_size=16", "model.optimizer.lr=2e-3"], tmp_path)
     model = build_model(cfg.model)
     dm = hydra.utils.instantiate(cfg.dataset)
-    dm.set_pipelines(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
+    dm.configure(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
     val = dm.dataset("val", dm.eval_pipeline)
     images = torch.stack([val[i]["image"] for i in range(0, len(val), 8)])
     masks = make_masks(model, len(images), seed=0)
@@ -120,3 +124,18 @@ def test_tiny_mae_learns(tmp_path):
     after = masked_error()
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
     assert after < 0.9 * before, (before, after)
+
+
+def test_checkpoint_dir_reaches_the_default_callbacks(compose_in, tmp_path):
+    """D4: task.checkpoint_dir used to be ignored by conf/callbacks/default.yaml's checkpoints."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from selfsup_vis.tasks.common import instantiate_callbacks
+
+    target = tmp_path / "my_checkpoints"
+    cfg = compose_in(["task=pretrain", f"task.checkpoint_dir={target}"])
+    ckpts = [c for c in instantiate_callbacks(cfg) if isinstance(c, ModelCheckpoint)]
+    assert ckpts and {c.dirpath for c in ckpts} == {str(target)}
+    default = compose_in(["task=pretrain"])
+    dirs = {c.dirpath for c in instantiate_callbacks(default) if isinstance(c, ModelCheckpoint)}
+    assert dirs == {str(tmp_path / "checkpoints")}

@@ -15,8 +15,8 @@ import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES
-from selfsup_vis.shape_bias.analysis import read_csv, write_rows_csv
-from selfsup_vis.shape_bias.metric import ShapeBias
+from selfsup_vis.shape_bias.analysis import read_csv
+from selfsup_vis.shape_bias.metric import ShapeBias, write_rows_csv
 
 pytestmark = pytest.mark.ddp
 N_IMAGES = 37  # odd: DistributedSampler pads one rank with a duplicate

@@ -150,8 +150,7 @@ def test_plot_task_through_hydra_config(compose_in, tmp_path):
 def test_plot_from_synthetic_csv_uses_its_own_categories(tmp_path):
     import torch
 
-    from selfsup_vis.shape_bias.analysis import write_rows_csv
-    from selfsup_vis.shape_bias.metric import ShapeBias
+    from selfsup_vis.shape_bias.metric import ShapeBias, write_rows_csv
 
     classes = ["circle", "square", "star"]
     m = ShapeBias(classes, "identity", subject="tiny")

@@ -45,7 +45,7 @@ def test_real_cue_conflict_with_random_timm_classifier(compose_in, tmp_path):
                       "dataset.batch_size=64", "logger=csv", f"task.reference_csv_dirs=[{refs}]",
                       f"task.icons_dir={DATA / 'model-vs-human' / 'icons'}", *QUIET])
     summary = run_task(cfg)
-    csv_path = tmp_path / "cue-conflict_mobilenetv3_small_050_session-1.csv"
+    csv_path = tmp_path / "cue-conflict_mobilenetv3-small-050_session-1.csv"
     df = read_csv(csv_path)  # model-vs-human's format: header, columns, names
     assert len(df) == 1280 and df["imagename"].is_unique
     assert list(df["imagename"]) == sorted(df["imagename"])
@@ -73,7 +73,7 @@ def _synthetic_shape_bias(compose, train_split: str) -> float:
     cfg = compose(["task=shape_bias", "model=classifier_tiny", "model.img_size=48",
                    "dataset.image_size=48", "dataset.num_classes=4", "dataset.conflict_per_pair=4",
                    "dataset.samples_per_class=48", "dataset.batch_size=32",
-                   f"task.train_split={train_split}", "task.train_steps=60", "logger=none",
+                   f"task.train_split={train_split}", "task.train_steps=100", "logger=none",
                    *QUIET])
     summary = run_task(cfg)
     assert summary["decision_mapping"] == "identity"
@@ -87,7 +87,7 @@ def test_shape_trained_classifier_is_more_shape_biased_than_texture_trained(tmp_
     shape = _synthetic_shape_bias(lambda o: compose_cfg(o, tmp_path / "shape"), "shape_only")
     texture = _synthetic_shape_bias(lambda o: compose_cfg(o, tmp_path / "texture"), "texture_only")
     assert shape > 0.5 > texture and shape > texture + 0.3, (shape, texture)
-    assert (tmp_path / "shape" / "cue-conflict_classifier_tiny_session-1.csv").is_file()
+    assert (tmp_path / "shape" / "cue-conflict_classifier-tiny_session-1.csv").is_file()
 
 
 def test_default_config_runs_on_synthetic_with_fallback_classifier(compose_in, tmp_path):
@@ -97,7 +97,7 @@ def test_default_config_runs_on_synthetic_with_fallback_classifier(compose_in, t
     summary = run_task(cfg)
     assert summary["model"] == "classifier_tiny" and summary["trained_in_process"]["steps"] == 2
     assert summary["categories"] == ["circle", "square", "triangle"]
-    rows = read_csv(tmp_path / "cue-conflict_classifier_tiny_session-1.csv")
+    rows = read_csv(tmp_path / "cue-conflict_classifier-tiny_session-1.csv")
     assert len(rows) == 6 and rows["imagename"].iloc[0] == "circle1-square1.png"
     table = (tmp_path / "shape_bias.csv").read_text().splitlines()
     assert table[0].startswith("name,shape_bias,circle,square,triangle,")

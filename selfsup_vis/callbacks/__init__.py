@@ -5,9 +5,10 @@ Each is a plain ``pytorch_lightning.Callback`` usable in any training (configure
 drawing error into a warning.
 """
 
+from selfsup_vis.callbacks.attention import AttentionSnapshot
 from selfsup_vis.callbacks.embedding import EmbeddingSnapshot
 from selfsup_vis.callbacks.feature_health import FeatureHealth, feature_health
 from selfsup_vis.callbacks.reconstruction import ReconstructionDump
 from selfsup_vis.callbacks.training_stats import TrainingStats
 
-__all__ = ["EmbeddingSnapshot", "FeatureHealth", "ReconstructionDump", "TrainingStats", "feature_health"]
+__all__ = ["AttentionSnapshot", "EmbeddingSnapshot", "FeatureHealth", "ReconstructionDump", "TrainingStats", "feature_health"]

@@ -165,3 +165,11 @@ def batched_features(pl_module: pl.LightningModule, images: torch.Tensor, layer:
             chunks.append(out)
     feats = torch.cat(chunks).float().cpu().numpy()
     return feats, name
+
+
+def eval_data_name(trainer: pl.Trainer) -> str | None:
+    """``<dataset>/<eval split>`` of the trainer's datamodule, for figure provenance."""
+    dm = getattr(trainer, "datamodule", None)
+    if dm is None:
+        return None
+    return f"{getattr(dm, 'name', type(dm).__name__)}/{getattr(dm, 'eval_split', 'val')}"

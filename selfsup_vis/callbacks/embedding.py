@@ -11,10 +11,17 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 
-from selfsup_vis.callbacks.base import PeriodicCallback, batched_features, fixed_samples
+from selfsup_vis.callbacks.base import (
+    PeriodicCallback,
+    batched_features,
+    eval_data_name,
+    fixed_samples,
+)
+from selfsup_vis.checkpoints.provenance import training_provenance
 from selfsup_vis.embedding import EmbedParams, compute_embedding, embedding_quality
 from selfsup_vis.embedding.plots import plot_embedding
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.utils.io import write_with
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,9 @@ class EmbeddingSnapshot(PeriodicCallback):
         fig = plot_embedding(result.coords, labels, fx["classes"],
                              f"{name} · {layer} · epoch {trainer.current_epoch} · step {step} · "
                              f"{result.params['backend']}", quality)
+        add_provenance(fig, training_provenance(
+            pl_module, "pretrain/embedding", step, trainer.current_epoch, layer=layer, seed=self.seed,
+            dataset=eval_data_name(trainer), n=len(feats)))
         base = self.out_dir(trainer) / f"embedding_step{step:06d}"
         save_figure(fig, base, self.formats)
         write_with(base.with_suffix(".npz"), lambda tmp: np.savez_compressed(

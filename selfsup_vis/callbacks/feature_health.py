@@ -3,7 +3,11 @@
 Two numbers on the features of a fixed validation subset: the std of the L2-normalised
 features (mean over dimensions; about 1/sqrt(D) when healthy, 0 when every image maps to the
 same direction — SimSiam's collapse monitor; also reported times sqrt(D)), and the effective
-rank, exp of the entropy of the normalised singular values (RankMe; 1 = collapsed)."""
+rank, exp of the entropy of the normalised singular values (RankMe; 1 = collapsed).
+
+Measured on the representation each algorithm is evaluated with: the mean of the patch tokens
+for MAE-style ViTs (MAE's loss never trains the CLS token, whose features stay near-constant in
+a healthy model: a false alarm), the pooled backbone output for MoCo / CNNs."""
 
 from __future__ import annotations
 
@@ -16,6 +20,19 @@ from selfsup_vis.callbacks.base import PeriodicCallback, batched_features, fixed
 from selfsup_vis.plotting.log import log_scalars
 
 log = logging.getLogger(__name__)
+
+
+def evaluated_representation(pl_module: pl.LightningModule, layer: str | None) -> tuple[str | None, str]:
+    """The layer to measure (``None``: the module's own output) and how to name it: a given
+    ``layer`` as is; else the model's default layer, token layers as the patch-token mean."""
+    if layer:
+        return layer, layer
+    if not hasattr(pl_module, "default_layers"):
+        return None, "the module's output"
+    base = pl_module.default_layers()[0]
+    if "." not in base and base in getattr(pl_module, "token_layers", ()):
+        return f"{base}.mean", f"{base}.mean (mean of the patch tokens)"
+    return base, f"{base} (pooled output)"
 
 
 def feature_health(features: np.ndarray) -> dict[str, float]:
@@ -56,12 +73,13 @@ class FeatureHealth(PeriodicCallback):
     def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._fixed is None:
             self._fixed = fixed_samples(trainer, self.num_samples, self.seed)
-        feats, layer = batched_features(pl_module, self._fixed["images"], self.layer, self.batch_size)
+        chosen, described = evaluated_representation(pl_module, self.layer)
+        feats, layer = batched_features(pl_module, self._fixed["images"], chosen, self.batch_size)
         stats = feature_health(feats)
         self.history.append((trainer.global_step, stats))
         log_scalars(trainer.loggers, {f"health/{layer}/{k}": v for k, v in stats.items()},
                     step=trainer.global_step)
         if stats["feature_std_x_sqrt_dim"] < self.collapse_threshold or stats["effective_rank"] < 1.5:
             log.warning("FeatureHealth: features of %s look collapsed at step %d (std x sqrt(D) %.3f, "
-                        "effective rank %.2f)", layer, trainer.global_step,
+                        "effective rank %.2f)", described, trainer.global_step,
                         stats["feature_std_x_sqrt_dim"], stats["effective_rank"])

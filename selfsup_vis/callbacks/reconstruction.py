@@ -12,8 +12,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from selfsup_vis.callbacks.base import PeriodicCallback, fixed_samples
+from selfsup_vis.callbacks.base import PeriodicCallback, eval_data_name, fixed_samples
+from selfsup_vis.checkpoints.provenance import training_provenance
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.reconstruction.compute import reconstruct_batch, save_arrays
 from selfsup_vis.reconstruction.masks import algorithm_of, make_masks
 from selfsup_vis.reconstruction.plots import reconstruction_grid
@@ -64,6 +66,9 @@ class ReconstructionDump(PeriodicCallback):
         title = (f"{getattr(pl_module, 'model_name', type(pl_module).__name__)} ({algo}) · epoch "
                  f"{trainer.current_epoch} · step {step} · masked {recs[0].error_kind} {err:.4f}")
         fig = reconstruction_grid([r.panels for r in recs], title)
+        add_provenance(fig, training_provenance(
+            pl_module, "pretrain/reconstruction", step, trainer.current_epoch, seed=self.seed,
+            dataset=eval_data_name(trainer), n=len(recs)))
         base = self.out_dir(trainer) / f"reconstruction_step{step:06d}"
         save_figure(fig, base, self.formats)
         if self.save_arrays:

@@ -4,7 +4,6 @@ weights; the inverse of loading (same key maps, inverse tensor transforms)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from selfsup_vis.checkpoints.loading import export_state_dict
+from selfsup_vis.utils.io import write_with
 
 LAYOUTS = ("mmpretrain", "timm")
 
@@ -48,15 +48,5 @@ def export_checkpoint(model: nn.Module, layout: str = "mmpretrain") -> dict[str,
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Atomic ``torch.save`` (tmp file in the same directory, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """``torch.save``, atomically (the project's one atomic writer)."""
+    return write_with(path, lambda tmp: torch.save(obj, tmp))

@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 from selfsup_vis.checkpoints.keymap import KeyMap
-from selfsup_vis.utils.download import DownloadError, cache_root, download_file
+from selfsup_vis.utils.download import (
+    DownloadError,
+    cache_root,
+    describe_content,
+    download_file,
+    read_head,
+    show_head,
+    url_cache_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +58,26 @@ def resolve_checkpoint(path_or_url: str | os.PathLike, sha256: str | None = None
         if not p.is_file():
             raise CheckpointError(f"checkpoint file not found: {p}")
         return p
-    name = s.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "checkpoint.pth"
     try:
-        return download_file(s, cache_dir() / name, sha256, timeout,
-                             hint=" (or set $SELFSUP_VIS_CACHE, or pass model.checkpoint=<local path>)")
+        return download_file(s, url_cache_path(s, cache_dir(), "checkpoint.pth"), sha256, timeout,
+                             hint=" (or set $SELFSUP_VIS_CACHE, or pass model.checkpoint=<local path>)",
+                             validate=_downloaded_checkpoint_problem)
     except DownloadError as e:
         raise CheckpointError(str(e)) from e
+
+
+def _checkpoint_content_problem(head: bytes) -> str | None:
+    """Why data starting with ``head`` cannot be a PyTorch checkpoint (zip or pickle), or None."""
+    kind = describe_content(head)
+    if kind.startswith(("zip archive", "a pickle")):
+        return None
+    starts = f"; it starts with {show_head(head)}" if head else ""
+    return f"it is {kind}, not a PyTorch checkpoint (zip or pickle){starts}"
+
+
+def _downloaded_checkpoint_problem(path: Path, head: bytes, content_type: str | None) -> str | None:
+    problem = _checkpoint_content_problem(head)
+    return problem and f"{problem} (Content-Type {content_type or 'not given'})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,6 +86,14 @@ def resolve_checkpoint(path_or_url: str | os.PathLike, sha256: str | None = None
 def safe_load(path: str | os.PathLike) -> object:
     """``torch.load`` with ``weights_only=True`` (memory-mapped when the format allows)."""
     path = Path(path)
+    try:
+        problem = _checkpoint_content_problem(read_head(path))
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if problem:
+        size = path.stat().st_size
+        raise CheckpointError(f"cannot load checkpoint {path} ({size} bytes): {problem}. "
+                              "An interrupted download or copy, or the wrong file?")
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -229,6 +259,27 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], keymap: KeyMap, model:
     return out
 
 
+def _layout_hits(state: Mapping[str, torch.Tensor], keymaps: Sequence[KeyMap], model: nn.Module) -> int:
+    targets, _ = _targets(model)
+    return max((sum(1 for k in state if (o := km.to_ours(k)) is not None and o in targets)
+                for km in keymaps), default=0)
+
+
+def strip_wrapper_prefix(state: dict[str, torch.Tensor], keymaps: Sequence[KeyMap],
+                         model: nn.Module, source: str = "<checkpoint>") -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` prefix DDP / DataParallel put on every key, when every key has it and
+    the stripped keys fit the model better (layouts that expect ``module.`` keep it)."""
+    prefix = "module."
+    if not state or not all(k.startswith(prefix) for k in state):
+        return state
+    stripped = {k[len(prefix):]: v for k, v in state.items()}
+    if _layout_hits(stripped, keymaps, model) <= _layout_hits(state, keymaps, model):
+        return state
+    log.info("%s: stripped the '%s' prefix of all %d keys (a DDP/DataParallel checkpoint)",
+             source, prefix, len(state))
+    return stripped
+
+
 def choose_layout(state: Mapping[str, torch.Tensor], keymaps: Sequence[KeyMap],
                   model: nn.Module) -> KeyMap:
     """The key map under which most checkpoint keys land on model tensors of the right shape."""
@@ -263,6 +314,7 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike | Mapping,
         path = resolve_checkpoint(checkpoint, sha256=sha256)
         source, obj = str(path), safe_load(path)
     state, container = unwrap_state_dict(obj, source)
+    state = strip_wrapper_prefix(state, keymaps, model, source)
     km = choose_layout(state, keymaps, model)
     report = LoadReport(source=source, layout=km.name, container=container)
     converted = convert_state_dict(state, km, model, report, resize=resize)

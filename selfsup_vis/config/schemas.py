@@ -20,6 +20,28 @@ class Phase(StrEnum):
     val = "val"
 
 
+#: pooling of token layers (ViT): the cls token, the mean of the patch tokens (``gap`` is the
+#: same, mmpretrain's name), or both concatenated; feature maps (CNN, Swin) only take ``gap``.
+#: (Functional API: ``cls+mean`` is a member name, so OmegaConf accepts it at compose time.)
+Pooling = StrEnum("Pooling", {"cls": "cls", "mean": "mean", "cls+mean": "cls+mean", "gap": "gap"})
+
+
+class FigureFormat(StrEnum):
+    """File formats a figure can be saved in (matplotlib's savefig)."""
+
+    png = "png"
+    pdf = "pdf"
+    svg = "svg"
+    svgz = "svgz"
+    eps = "eps"
+    ps = "ps"
+    jpg = "jpg"
+    jpeg = "jpeg"
+    tif = "tif"
+    tiff = "tiff"
+    webp = "webp"
+
+
 class Pipeline(StrEnum):
     eval = "eval"
     mocov2 = "mocov2"
@@ -69,10 +91,10 @@ class DataConfig:
 
     _target_: str = MISSING
     name: str = MISSING
-    batch_size: int = 32
-    num_workers: int = 0
+    batch_size: int = field(default=32, metadata={"min": 1})
+    num_workers: int = field(default=0, metadata={"min": 0})
     pin_memory: bool = False
-    train_split: str = "train"
+    train_split: str = "train"  # synthetic: train | val | conflict | shape_only | texture_only
     eval_split: str = "val"
 
 
@@ -80,12 +102,12 @@ class DataConfig:
 class SyntheticDataConfig(DataConfig):
     _target_: str = "selfsup_vis.data.datamodule.SyntheticDataModule"
     name: str = "synthetic"
-    num_classes: int = 8
-    image_size: int = 64
-    samples_per_class: int = 64
-    val_samples_per_class: int = 16
+    num_classes: int = field(default=8, metadata={"min": 1})
+    image_size: int = field(default=64, metadata={"min": 8})
+    samples_per_class: int = field(default=64, metadata={"min": 1})
+    val_samples_per_class: int = field(default=16, metadata={"min": 1})
     conflict_per_pair: int = 1
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0})
 
 
 @dataclass
@@ -103,8 +125,6 @@ class ImageNetDataConfig(DataConfig):
     _target_: str = "selfsup_vis.data.datamodule.ImageNetDataModule"
     name: str = "imagenet"
     root: str = MISSING
-    train_split: str = "train"
-    eval_split: str = "val"
     label_file: str | None = None
     class_names_file: str | None = None
     skip_corrupt: bool = False
@@ -124,15 +144,15 @@ class CueConflictDataConfig(DataConfig):
 class BrowseTaskConfig:
     _target_: str = "selfsup_vis.tasks.browse.run"
     name: str = "browse"
-    n_samples: int = 8
-    seed: int = 0
+    n_samples: int = field(default=8, metadata={"min": 1})
+    seed: int = field(default=0, metadata={"min": 0})
     phase: Phase = Phase.train
     pipeline: Pipeline | None = None  # default: the model's training pipeline
     split: str | None = None  # default: dataset.train_split / eval_split by phase
     skip_type: list[str] = field(default_factory=list)
     show: bool = False
-    show_interval: float = 2.0
-    formats: list[str] = field(default_factory=lambda: ["png"])
+    show_interval: float = field(default=2.0, metadata={"min": 0})
+    formats: list[FigureFormat] = field(default_factory=lambda: [FigureFormat.png])
 
 
 class EmbeddingBackend(StrEnum):
@@ -143,9 +163,20 @@ class EmbeddingBackend(StrEnum):
     umap = "umap"
 
 
+class Metric(StrEnum):
+    """The feature space of embeddings and their quality numbers (selfsup_vis.embedding.space)."""
+
+    cosine = "cosine"
+    euclidean = "euclidean"
+
+
 class Sampling(StrEnum):
     random = "random"
     first = "first"
+
+
+class EmbeddingExport(StrEnum):
+    atlas = "atlas"  # Embedding Atlas parquet (selfsup_vis/report/atlas.py)
 
 
 @dataclass
@@ -153,19 +184,20 @@ class TsneTaskConfig:
     _target_: str = "selfsup_vis.tasks.tsne.run"
     name: str = "tsne"
     layers: list[str] = field(default_factory=list)  # empty: the model's default layer(s)
-    pooling: str | None = None  # gap | cls | mean | cls+mean for token layers (model default)
+    pooling: Pooling | None = None  # cls | mean | cls+mean | gap for token layers (model default)
     final_norm: bool = False  # ViTs: apply the encoder's final norm to block outputs too
     split: str | None = None  # default: dataset.eval_split
-    max_num_class: int | None = 20
-    class_idx: list[int] | None = None
-    max_samples_per_class: int | None = None
+    max_num_class: int | None = field(default=20, metadata={"min": 1})
+    class_idx: list[int] | None = field(default=None, metadata={"min": 0})
+    max_samples_per_class: int | None = field(default=None, metadata={"min": 1})
     sampling: Sampling = Sampling.random
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0})
     backend: EmbeddingBackend = EmbeddingBackend.auto
-    perplexity: float = 30.0
-    n_iter: int | None = None  # None: backend default (sklearn: 1000 as MMSelfSup)
+    perplexity: float = field(default=30.0, metadata={"gt": 0})
+    # None: backend default (sklearn: 1000 as MMSelfSup)
+    n_iter: int | None = field(default=None, metadata={"min": 1})
     learning_rate: Any = None  # None: backend default (sklearn: 200 as MMSelfSup), or "auto"
-    early_exaggeration: float = 12.0
+    early_exaggeration: float = field(default=12.0, metadata={"gt": 0})
     init: str | None = None  # random | pca (backend default)
     pca_dims: Any = "auto"  # PCA pre-reduction: int, null (off) or "auto"
     n_jobs: int = -1
@@ -173,10 +205,30 @@ class TsneTaskConfig:
     cache_dir: str | None = None  # default: $SELFSUP_VIS_CACHE/features or ~/.cache/selfsup_vis
     replot: bool = False  # redraw from task.from_dir's saved coordinates, no recomputation
     from_dir: str | None = None
-    formats: list[str] = field(default_factory=lambda: ["png"])
+    formats: list[FigureFormat] = field(default_factory=lambda: [FigureFormat.png])
     projector: bool = True  # TensorBoard projector (when logger has tensorboard) / W&B table
-    projector_max_samples: int = 2000
-    sprite_size: int = 32
+    projector_max_samples: int = field(default=2000, metadata={"min": 1})
+    sprite_size: int = field(default=32, metadata={"min": 1})
+    # report.html / exports: thumbnails are sampled into thumbnails.npz for the report
+    export: list[EmbeddingExport] = field(default_factory=list)  # [atlas]
+    report_thumbnails: int = field(default=1000, metadata={"min": 0})
+    thumbnail_size: int = field(default=48, metadata={"min": 8})
+    atlas_neighbors: int = field(default=15, metadata={"min": 1})
+    # the space (embedding, kNN and trustworthiness all use it), colouring, thumbnails
+    metric: Metric = Metric.cosine  # cosine: L2-normalise first | euclidean: raw features
+    standardize: bool = False  # z-score every feature dimension first
+    color_by: str = "label"  # label | shape | texture | regex:<pattern> | csv:<file>:<column>
+    extra_labels: list[str] = field(default_factory=list)  # more labelings scored by kNN
+    thumbnails: bool = False  # image thumbnails on the map (thumbnail_size px, one per grid cell)
+    thumbnail_grid: int = field(default=20, metadata={"min": 1})
+    # precomputed features (no data/model/extraction) and large N
+    features: str | None = None  # a (N, D) .npy or a folder of .npy shards (memory-mapped)
+    labels: str | None = None  # with task.features: a (N,) .npy or a CSV with label/class[/path]
+    classes: Any = None  # with task.features: class names by label id (list or a text file)
+    paths: str | None = None  # with task.features: a text file, one sample path per line
+    large_n: int | None = field(default=100_000, metadata={"min": 0})  # memory-bounded path from N
+    quality_sample: int = field(default=20_000, metadata={"min": 100})  # quality on a subsample above
+    density: bool | None = None  # density image instead of points (null: above 300k points)
 
 
 @dataclass
@@ -203,9 +255,3 @@ def register() -> None:
     cs.store(group="schema/dataset", name="cue_conflict", node=CueConflictDataConfig)
     cs.store(group="schema/task", name="browse", node=BrowseTaskConfig)
     cs.store(group="schema/task", name="tsne", node=TsneTaskConfig)
-    # The submitit plugin's own typed schemas, so that our launcher presets (which keep the
-    # plugin's option names) stay typed while tying tasks/nodes to the trainer.
-    from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
-
-    cs.store(group="schema/launcher", name="submitit_slurm", node=SlurmQueueConf)
-    cs.store(group="schema/launcher", name="submitit_local", node=LocalQueueConf)

@@ -1,17 +1,23 @@
-"""Friendlier compose-time errors: a misspelt key names the valid keys (and a close match).
+"""Config errors before any work: a misspelt key names the valid keys (and a close match),
+and bad values are refused by one validation step (``validate``) whose rules live in the
+schema fields' metadata.
 
-Hydra already refuses a key missing from the typed schema; this check runs first and says
-which keys *are* valid, e.g. ``task.n_sampels`` → ``did you mean task.n_samples?``.
+Hydra already refuses a key missing from the typed schema; ``check_overrides`` runs first and
+says which keys *are* valid, e.g. ``task.n_sampels`` → ``did you mean task.n_samples?``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 _KEY_OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w-]*(?:\.[\w-]+)+)=")
 _GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_][\w/-]*)=(?P<value>[^,\[\]{}]*)$")
@@ -61,4 +67,150 @@ def check_overrides(conf_dir: str, config_name: str, overrides: list[str]) -> st
         message = unknown_key_message(cfg, key)
         if message:
             return message
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Values: one validation step, rules kept next to the schema fields (``field(metadata=...)``)
+# ---------------------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    """A config value that cannot work, found before any work starts (exit code 2)."""
+
+
+#: rule names read from a schema field's metadata
+#:   min / max: value >= / <= bound; gt / lt: value > / < bound (each element of a list);
+#:   divides: the value must divide the sibling field named (e.g. patch_size divides img_size)
+RULES = ("min", "max", "gt", "lt", "divides")
+
+
+def _fmt(v: Any) -> str:
+    return str(v.value) if hasattr(v, "value") else repr(v) if isinstance(v, str) else str(v)
+
+
+def _value_errors(key: str, value: Any, meta: Mapping[str, Any]) -> list[str]:
+    values = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
+    errs = []
+    for i, v in enumerate(values):
+        if v is None or isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        k = key if len(values) == 1 and not isinstance(value, ListConfig | list | tuple) else f"{key}[{i}]"
+        if "min" in meta and v < meta["min"]:
+            errs.append(f"{k}={_fmt(v)}: must be >= {meta['min']}")
+        if "max" in meta and v > meta["max"]:
+            errs.append(f"{k}={_fmt(v)}: must be <= {meta['max']}")
+        if "gt" in meta and not v > meta["gt"]:
+            errs.append(f"{k}={_fmt(v)}: must be > {meta['gt']}")
+        if "lt" in meta and not v < meta["lt"]:
+            errs.append(f"{k}={_fmt(v)}: must be < {meta['lt']}")
+    return errs
+
+
+def schema_errors(node: DictConfig, prefix: str) -> list[str]:
+    """Every rule of ``node``'s typed schema (and its nested typed nodes) that a value breaks."""
+    typ = OmegaConf.get_type(node)
+    if not (isinstance(typ, type) and dataclasses.is_dataclass(typ)):
+        return []
+    errs: list[str] = []
+    for f in dataclasses.fields(typ):
+        if f.name not in node or OmegaConf.is_missing(node, f.name):
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        child = node._get_node(f.name)
+        if isinstance(child, DictConfig):
+            errs += schema_errors(child, key)
+            continue
+        meta = f.metadata
+        if not any(r in meta for r in RULES):
+            continue  # values without rules are never resolved here (${hydra:...} before Hydra runs)
+        try:
+            value = node[f.name]
+        except OmegaConfBaseException:
+            continue  # an interpolation only the running job can resolve
+        errs += _value_errors(key, value, meta)
+        other = meta.get("divides")
+        if other and isinstance(value, int) and value > 0 and other in node:
+            try:
+                total = node[other]
+            except OmegaConfBaseException:
+                continue
+            if isinstance(total, int) and total % value:
+                okey = f"{prefix}.{other}" if prefix else other
+                errs.append(f"{okey}={total}: not divisible by {key}={value} "
+                            f"(use a multiple of {value}, e.g. {max(value, total // value * value)})")
+    return errs
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse bad values of the composed config at start, naming each key and value.
+
+    OmegaConf checks types on merge but never runs ``__post_init__``; the value rules live in
+    each schema field's metadata (``field(default=8, metadata={"min": 1})``) and are read here."""
+    errs: list[str] = []
+    for group in ("task", "model", "dataset", "trainer"):
+        node = cfg.get(group) if isinstance(cfg, DictConfig) else None
+        if isinstance(node, DictConfig):
+            errs += schema_errors(node, group)
+    root = {k: cfg[k] for k in ("seed",) if k in cfg}
+    for k, v in root.items():
+        if isinstance(v, int) and not isinstance(v, bool) and v < 0:
+            errs.append(f"{k}={v}: must be >= 0")
+    if errs:
+        more = "".join(f"\n  also: {e}" for e in errs[1:])
+        raise ConfigError(f"{errs[0]}{more}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Before Hydra starts a single run: compose + validate, so that config errors exit with 2
+# ---------------------------------------------------------------------------------------------
+_FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir",
+                     "--info", "-i", "--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+
+
+def job_overrides(args: list[str]) -> list[str]:
+    """The job's ``key=value`` overrides among command-line ``args`` (no flags, no hydra.*)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            if "=" not in a:  # the flag's value (--info's is optional)
+                continue
+        if a in _FLAGS_WITH_VALUE:
+            skip = True
+            continue
+        if a.startswith("-") or a.lstrip("+~").startswith("hydra"):
+            continue
+        out.append(a)
+    return out
+
+
+def composition_message(err: BaseException) -> str:
+    """Hydra / OmegaConf's composition error in a few lines: what, key and value."""
+    lines = [ln.strip() for ln in str(err).split("Config search path:")[0].splitlines() if ln.strip()]
+    cause = err.__cause__
+    if cause is not None:
+        lines += [ln.strip() for ln in str(cause).splitlines()
+                  if ln.strip() and not ln.strip().startswith(("object_type", "reference_type"))]
+    return "\n  ".join(dict.fromkeys(lines)) or type(err).__name__
+
+
+def preflight(conf_dir: str, config_name: str, args: list[str]) -> str | None:
+    """A message for a config error in ``args`` (unknown key, bad value, failed composition),
+    or None. Sweeps (``-m``) are checked key by key only: each job validates its own values."""
+    overrides = job_overrides(args)
+    message = check_overrides(conf_dir, config_name, overrides)
+    if message or any(a in ("-m", "--multirun") for a in args):
+        return message
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides)
+        validate(cfg)
+    except ConfigError as err:
+        return str(err)
+    except Exception as err:
+        if type(err).__module__.startswith(("hydra", "omegaconf")):
+            return composition_message(err)
+        return None  # anything else: let the run report it
+    finally:
+        GlobalHydra.instance().clear()
     return None

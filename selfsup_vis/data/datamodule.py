@@ -1,7 +1,8 @@
 """LightningDataModules: one per data source, all yielding the same sample dicts.
 
-A task sets the pipelines (``set_pipelines``) because the model decides them (its size,
-normalisation and training views); the DataModule owns splits, loaders and sampling.
+Splits come through the constructor; the pipelines (decided by the model: its size,
+normalisation and training views) and the predict subset through one validated
+``configure`` call. The DataModule owns splits, loaders and sampling.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup_vis.data.base import ImageDataset, collate_skip_none
+from selfsup_vis.data.cue_conflict import check_cue_conflict_layout
 from selfsup_vis.data.folders import image_folder_dataset, imagenet_dataset
 from selfsup_vis.data.synthetic import SyntheticShapes
 from selfsup_vis.data.transforms import Pipeline
@@ -64,10 +66,27 @@ class ImageDataModule(pl.LightningDataModule):
     def classes(self) -> list[str]:
         return self.dataset(self.eval_split).classes
 
-    def set_pipelines(
-        self, train: Pipeline | None = None, eval: Pipeline | None = None, val: Pipeline | None = None
-    ) -> None:
+    def configure(
+        self,
+        train: Pipeline | None = None,
+        eval: Pipeline | None = None,
+        val: Pipeline | None = None,
+        predict_indices: Sequence[int] | None = None,
+    ) -> ImageDataModule:
+        """Set the pipelines and the (sorted, unique, in-range) indices ``predict`` iterates."""
+        for what, p in (("train", train), ("eval", eval), ("val", val)):
+            if p is not None and not callable(p):
+                raise TypeError(f"dataset {self.name}: the {what} pipeline is not callable: {p!r}")
+        if predict_indices is not None:
+            idx = [int(i) for i in predict_indices]
+            n = len(self.dataset(self.eval_split))
+            if idx != sorted(set(idx)) or (idx and not 0 <= idx[0] <= idx[-1] < n):
+                raise ValueError(f"dataset {self.name}/{self.eval_split}: predict indices must be sorted, "
+                                 f"unique and in [0, {n}); got {idx[:5]}...")
+            predict_indices = idx
         self.train_pipeline, self.eval_pipeline, self.val_pipeline = train, eval, val
+        self.predict_indices = predict_indices
+        return self
 
     def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(
@@ -210,7 +229,5 @@ class CueConflictDataModule(ImageDataModule):
 
     def make_dataset(self, split: str, transform: Pipeline | None) -> ImageDataset:
         if self.check_layout:
-            from selfsup_vis.data.cue_conflict import check_cue_conflict_layout
-
             check_cue_conflict_layout(self.root)
         return image_folder_dataset(self.root, transform)

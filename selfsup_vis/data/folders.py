@@ -3,45 +3,103 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from selfsup_vis.data.base import CorruptImageError, ImageDataset
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def display_name(name: str | os.PathLike) -> str:
+    """A file name safe to print, plot and write as UTF-8: bytes that are not UTF-8 (kept by
+    Python as surrogates) become ``\\xNN`` escapes instead of crashing every writer."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open any image as 8-bit RGB (grayscale, RGBA, palette and 16-bit are converted).
+def _to_8bit(im: Image.Image, path: str | Path) -> Image.Image:
+    """16-bit, 32-bit integer and float grayscale -> 8-bit ``L`` on a stated scale; a range
+    with no defined display scale is refused rather than clipped to black/white."""
+    arr = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        if not np.isfinite(arr).all():
+            raise CorruptImageError(f"cannot read image {path}: float image ({im.mode}) with "
+                                    "NaN/inf pixels")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo >= 0 and hi <= 1:
+            scale = 1.0  # float images in [0, 1]
+        elif lo >= 0 and hi <= 255:
+            scale = 255.0  # 8-bit values stored as float
+        else:
+            raise CorruptImageError(
+                f"cannot read image {path}: float image (mode F) with values in [{lo:.4g}, "
+                f"{hi:.4g}] has no defined display range (expected [0, 1] or [0, 255]); convert "
+                "it to 8/16-bit first")
+        log.info("%s: float image scaled from [0, %g] to 8 bit", display_name(path), scale)
+    elif im.mode in _SIXTEEN_BIT:
+        scale = 65535.0
+    else:  # "I": 32-bit integers, usually 8- or 16-bit data in a wider container
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 65535:
+            raise CorruptImageError(
+                f"cannot read image {path}: 32-bit integer image with values in [{lo:.0f}, "
+                f"{hi:.0f}] has no defined display range (expected 8- or 16-bit values)")
+        scale = 255.0 if hi <= 255 else 65535.0
+    return Image.fromarray((np.clip(arr / scale, 0, 1) * 255).round().astype("uint8"), "L")
 
-    Raises ``CorruptImageError`` naming the file when it cannot be decoded.
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Open any image as 8-bit RGB, upright (EXIF orientation applied); grayscale, RGBA,
+    palette, 16-bit, 32-bit and float images are converted on a stated scale.
+
+    Raises ``CorruptImageError`` naming the file when it cannot be decoded, is larger than
+    PIL's decompression-bomb limit, or has no defined display range.
     """
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16/32-bit grayscale: rescale to 8 bit instead of clipping.
-                import numpy as np
-
-                arr = np.asarray(im, dtype=np.float64)
-                hi = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-                im = Image.fromarray((arr / hi * 255).round().astype("uint8"), "L")
+            if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: show it upright
+                im = ImageOps.exif_transpose(im)
+            if im.mode in (*_SIXTEEN_BIT, "I", "F"):
+                im = _to_8bit(im, path)
             if im.mode == "RGBA" or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return Image.alpha_composite(bg, rgba).convert("RGB")
             return im.convert("RGB")
+    except Image.DecompressionBombError as err:
+        raise CorruptImageError(
+            f"cannot read image {display_name(path)}: {err} (PIL refuses images over "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; raise PIL.Image.MAX_IMAGE_PIXELS only "
+            "for a file you trust)") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise CorruptImageError(f"cannot read image {path}: {err}") from err
+        raise CorruptImageError(f"cannot read image {display_name(path)}: {err}") from err
+
+
+def unreadable_images(dataset: ImageDataset, indices: Sequence[int]) -> list[dict[str, Any]]:
+    """The samples among ``indices`` whose image cannot be decoded: ``{index, name, error}``.
+
+    Decodes each image once (the price of knowing before extraction which samples a
+    ``skip_corrupt`` run will drop)."""
+    bad = []
+    for i in indices:
+        try:
+            dataset.load_image(int(i))
+        except CorruptImageError as err:
+            bad.append({"index": int(i), "name": dataset.names[int(i)], "error": str(err)})
+    return bad
 
 
 class FileImageDataset(ImageDataset):
@@ -58,7 +116,7 @@ class FileImageDataset(ImageDataset):
     ) -> None:
         self.root = Path(root)
         self.paths = paths
-        names = [str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p in paths]
+        names = [display_name(p.relative_to(self.root) if p.is_relative_to(self.root) else p) for p in paths]
         super().__init__(labels, names, classes, transform, skip_corrupt)
 
     def load_image(self, index: int) -> Image.Image:
@@ -74,10 +132,30 @@ def _check_root(root: str | Path, what: str) -> Path:
     return root
 
 
+def _walk_images(d: Path, dangling: list[Path], unreadable: list[str]) -> list[Path]:
+    """Image files under ``d`` (sorted); dangling symlinks and unreadable folders are collected."""
+    def onerror(err: OSError) -> None:
+        unreadable.append(f"{display_name(err.filename or d)} ({err.strerror or err})")
+
+    files = []
+    for top, dirs, names in os.walk(d, onerror=onerror):
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        for n in names:
+            p = Path(top) / n
+            if p.suffix.lower() not in IMAGE_EXTENSIONS or n.startswith("."):
+                continue
+            if p.is_symlink() and not p.exists():
+                dangling.append(p)
+            elif p.is_file():
+                files.append(p)
+    return sorted(files)
+
+
 def scan_class_folders(root: str | Path, what: str = "image_folder") -> tuple[list[Path], list[int], list[str]]:
     """``root/<class>/**/<image>`` → (paths, labels, classes); classes sorted by name.
 
-    Empty class folders and a root without class folders are errors that name the folders.
+    Empty or unreadable class folders and a root without class folders are errors that name
+    the folders; dangling symlinks are skipped with a warning that names them.
     """
     root = _check_root(root, what)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -85,19 +163,27 @@ def scan_class_folders(root: str | Path, what: str = "image_folder") -> tuple[li
         raise FileNotFoundError(f"{what}: no class sub-folders in {root} (expected {root}/<class>/<image>)")
     paths: list[Path] = []
     labels: list[int] = []
-    empty = []
+    empty, dangling, unreadable = [], [], []
     for label, d in enumerate(class_dirs):
-        files = sorted(p for p in d.rglob("*") if _is_image(p))
+        files = _walk_images(d, dangling, unreadable)
         if not files:
-            empty.append(d.name)
+            empty.append(display_name(d.name))
         paths += files
         labels += [label] * len(files)
+    if unreadable:
+        raise PermissionError(
+            f"{what}: cannot list {len(unreadable)} folder(s) under {display_name(root)}: "
+            f"{'; '.join(unreadable[:10])} (fix the permissions or move them out of the dataset)")
+    if dangling:
+        log.warning("%s: skipping %d dangling symlink(s) (their targets do not exist): %s",
+                    what, len(dangling), ", ".join(display_name(p) for p in dangling[:10])
+                    + (", ..." if len(dangling) > 10 else ""))
     if empty:
         raise FileNotFoundError(
             f"{what}: {len(empty)} class folder(s) in {root} contain no images "
             f"({', '.join(IMAGE_EXTENSIONS)}): {', '.join(empty[:20])}"
         )
-    return paths, labels, [d.name for d in class_dirs]
+    return paths, labels, [display_name(d.name) for d in class_dirs]
 
 
 def image_folder_dataset(root: str | Path, transform=None, skip_corrupt: bool = False) -> FileImageDataset:

@@ -13,7 +13,7 @@ import torch
 from omegaconf import ListConfig
 from PIL import Image
 
-from selfsup_vis.data.folders import IMAGE_EXTENSIONS, open_rgb
+from selfsup_vis.data.folders import IMAGE_EXTENSIONS, display_name, open_rgb
 from selfsup_vis.data.transforms import pipeline_for_model
 
 log = logging.getLogger(__name__)
@@ -67,5 +67,5 @@ def load_image_files(files: Sequence[Path], model_cfg: Any, resize: str) -> tupl
             why = f" (not divisible by the patch size {patch})" if (w % patch or h % patch) else ""
             log.info("%s: %dx%d resized to %dx%d (%s)%s", f, w, h, size, size, resize, why)
         images.append(pipeline(pil)["image"])
-        names.append(f.name)
+        names.append(display_name(f.name))
     return torch.stack(images), names

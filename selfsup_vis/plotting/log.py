@@ -16,6 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger  # noqa: E402
 
+from selfsup_vis.plotting.provenance import figure_metadata  # noqa: E402
 from selfsup_vis.utils.io import write_with  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ def save_figure(
     paths = []
     for fmt in formats:
         path = Path(f"{path_without_ext}.{fmt}")
-        write_with(path, lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=dpi, bbox_inches="tight"))
+        meta = figure_metadata(fig, str(fmt))  # the provenance footer, when add_provenance drew one
+        write_with(path, lambda tmp, f=str(fmt), m=meta: fig.savefig(tmp, format=f, dpi=dpi,
+                                                                    bbox_inches="tight", metadata=m))
         paths.append(path)
     return paths
 

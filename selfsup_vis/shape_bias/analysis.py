@@ -2,11 +2,20 @@
 
 The numbers come from the same integer formula the ``ShapeBias`` metric uses
 (``shape_bias_from_ids``), so the CSV path and the metric agree exactly.
+
+Raw-data CSVs are recognised by their header (``subj,session,trial,...``), not by a file
+name pattern, so model-vs-human's ``cue-conflict_<model>_session-1.csv`` and texture-vs-shape's
+``style-transfer-512-nomask-experiment_<model>_session-1.csv`` are both found. A model is
+identified by (``subj``, source file): the same file found twice (two folders, same bytes) is
+counted once, and two different files with one ``subj`` stay two models with
+folder-qualified labels (``folderA/alexnet``, ``folderB/alexnet``), each with a warning.
+Human subjects (``subject-XX``) are pooled into one "humans" group.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
+import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -19,11 +28,13 @@ import pandas as pd
 
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES, stimulus_part, texture_of
 from selfsup_vis.shape_bias.metric import CSV_COLUMNS, shape_bias_from_ids
-from selfsup_vis.utils.io import write_with
+
+log = logging.getLogger(__name__)
 
 HUMANS = "humans"
-DEFAULT_PATTERN = "cue-conflict_*.csv"
-_FILE_SUBJECT = re.compile(r"^cue-conflict_(?P<subject>.+?)_session[-_]\d+\.csv$")
+DEFAULT_PATTERN = "*.csv"
+#: ``<experiment>_<subject>_session-<n>.csv`` (model-vs-human and texture-vs-shape naming)
+_FILE_SUBJECT = re.compile(r"^(?P<experiment>[^_]+)_(?P<subject>.+?)_session[-_]\d+\.csv$")
 _NO_RESPONSE = {"", "na", "nan", "none"}
 
 
@@ -77,25 +88,100 @@ def _with_derived_columns(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return df
 
 
+def has_raw_data_header(path: str | Path) -> bool:
+    """Whether the file's first line holds model-vs-human's raw-data columns (any case/order)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            first = f.readline()
+    except OSError:
+        return False
+    header = {c.strip().strip('"').lower() for c in first.split(",")}
+    return all(c in header for c in CSV_COLUMNS)
+
+
 def find_csvs(csv_dir: str | Path, pattern: str = DEFAULT_PATTERN) -> list[Path]:
-    """The raw-data CSVs in a directory (sorted); an error lists what is there otherwise."""
+    """The raw-data CSVs in a directory (sorted): files matching ``pattern`` with the raw-data
+    header, or named like one (``<experiment>_<subject>_session-N.csv``, then a bad header is
+    an error from :func:`read_csv`). Other CSVs (e.g. a ``shape_bias.csv`` table) are skipped;
+    none found is an error that lists what is there."""
     csv_dir = Path(csv_dir)
     if not csv_dir.is_dir():
         raise FileNotFoundError(f"CSV directory not found: {csv_dir}")
-    files = sorted(csv_dir.glob(pattern))
+    files, skipped = [], []
+    for f in sorted(csv_dir.glob(pattern)):
+        if not f.is_file():
+            continue
+        if has_raw_data_header(f) or _FILE_SUBJECT.match(f.name):
+            files.append(f)
+        else:
+            skipped.append(f.name)
+    if skipped and files:
+        log.info("%s: not raw-data CSVs (no %s header), ignored: %s", csv_dir, ",".join(CSV_COLUMNS),
+                 ", ".join(skipped[:10]))
     if not files:
         present = sorted(p.name for p in csv_dir.glob("*.csv"))
-        raise FileNotFoundError(f"no files matching {pattern!r} in {csv_dir}; .csv files there: "
+        raise FileNotFoundError(f"no files matching {pattern!r} with the raw-data header "
+                                f"({','.join(CSV_COLUMNS)}) in {csv_dir}; .csv files there: "
                                 f"{present or 'none'}")
     return files
 
 
+def _content_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def read_csv_dirs(csv_dirs: Iterable[str | Path], pattern: str = DEFAULT_PATTERN) -> pd.DataFrame:
-    """All raw-data CSVs of several directories in one DataFrame (pandas >= 2: ``concat``)."""
-    frames = [read_csv(f) for d in csv_dirs for f in find_csvs(d, pattern)]
+    """All raw-data CSVs of several directories in one DataFrame; a file found more than once
+    (the same bytes in two folders, or a folder given twice) is read once, with a warning."""
+    seen: dict[str, Path] = {}
+    frames = []
+    for d in csv_dirs:
+        for f in find_csvs(d, pattern):
+            digest = _content_sha(f)
+            if digest in seen:
+                log.warning("%s is identical to %s: counted once (a duplicate would double its "
+                            "decisions)", f, seen[digest])
+                continue
+            seen[digest] = f
+            frames.append(read_csv(f))
     if not frames:
         raise ValueError("no CSV directories given")
     return pd.concat(frames, ignore_index=True)
+
+
+def _qualified_labels(subj: str, files: Sequence[str]) -> dict[str, str]:
+    """Distinct labels for one ``subj`` found in several files: the shortest folder-qualified
+    form that tells them apart (``folder/subj``, ``parent/folder/subj``, ...), else the file."""
+    paths = [Path(f) for f in files]
+    for depth in range(1, max(len(p.parts) for p in paths)):
+        labels = {f: "/".join([*p.parent.parts[-depth:], subj]) for f, p in zip(files, paths)}
+        if len(set(labels.values())) == len(files):
+            return labels
+    return {f: f"{subj} ({f})" for f in files}
+
+
+def model_labels(df: pd.DataFrame, warn: bool = True) -> pd.Series:
+    """The decision maker of every row: its ``subj``, folder-qualified when one ``subj`` (not a
+    human subject) comes from several different files, which are then kept apart."""
+    labels = df["subj"].astype(str).copy()
+    pairs = df[["subj", "file"]].drop_duplicates()
+    for subj, group in pairs.groupby("subj", sort=False):
+        files = list(group["file"])
+        if len(files) < 2 or is_human(subj):
+            continue
+        mapping = _qualified_labels(str(subj), files)
+        if warn:
+            log.warning("subject %r appears in %d different CSV files; treated as %d models: %s",
+                        subj, len(files), len(files),
+                        ", ".join(f"{v!r} ({k})" for k, v in mapping.items()))
+        rows = df["subj"] == subj
+        labels[rows] = df.loc[rows, "file"].map(mapping)
+    return labels
+
+
+def _with_models(df: pd.DataFrame, warn: bool = False) -> pd.DataFrame:
+    return df if "model" in df.columns and not df["model"].isna().any() else df.assign(
+        model=model_labels(df, warn))
 
 
 def subjects(df: pd.DataFrame) -> list[str]:
@@ -108,26 +194,31 @@ def _normalise(name: str) -> str:
 
 
 def resolve_subject(df: pd.DataFrame, name: str) -> str:
-    """A model name given by the user -> the ``subj`` value in the CSVs. Accepts the subj
-    value itself, the name in the file name (``simclr-resnet50x1`` for subj
-    ``simclr_resnet50x1``) or the same up to ``-``/``_``."""
-    subs = subjects(df)
-    if name in subs:
+    """A model name given by the user -> its model label (see :func:`model_labels`; the
+    ``subj`` value unless one subj comes from several files). Accepts the label, the subj
+    value, the name in the file name (``simclr-resnet50x1`` for subj ``simclr_resnet50x1``) or
+    the same up to ``-``/``_``; a subj shared by several files must be given qualified."""
+    df = _with_models(df)
+    labels = list(dict.fromkeys(df["model"]))
+    if name in labels:
         return name
-    by_file: dict[str, str] = {}
-    for file, subj in df[["file", "subj"]].drop_duplicates().itertuples(index=False):
+    candidates: dict[str, list[str]] = {}
+    for subj, file, label in df[["subj", "file", "model"]].drop_duplicates().itertuples(index=False):
         match = _FILE_SUBJECT.match(Path(file).name)
-        if match:
-            by_file.setdefault(match["subject"], subj)
-    if name in by_file:
-        return by_file[name]
-    candidates = {_normalise(s): s for s in subs} | {_normalise(k): v for k, v in by_file.items()}
-    if _normalise(name) in candidates:
-        return candidates[_normalise(name)]
+        for key in (subj, match["subject"] if match else subj):
+            for k in (key, _normalise(key)):
+                if label not in candidates.setdefault(k, []):
+                    candidates[k].append(label)
+    found = candidates.get(name) or candidates.get(_normalise(name))
+    if found and len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(f"model {name!r} is ambiguous: it is the subject of several different "
+                         f"CSV files; give one of {found}")
     files = sorted({Path(f).parent.as_posix() for f in df["file"]})
-    models = [s for s in subs if not is_human(s)]
+    models = [s for s in labels if not is_human(s)]
     raise ValueError(f"model {name!r} is not in the CSVs under {files}; models there: {models}"
-                     + (" (and human subjects)" if len(models) < len(subs) else ""))
+                     + (" (and human subjects)" if len(models) < len(labels) else ""))
 
 
 def category_ids(values: Iterable[str], categories: Sequence[str], missing: int) -> np.ndarray:
@@ -157,8 +248,9 @@ class Group:
     """A decision maker in the plot: one model, or a pool of subjects (the humans)."""
 
     name: str
-    subjects: list[str]
+    subjects: list[str]  # model labels (see ``model_labels``); human subjects for "humans"
     stats: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
     color: Any = None
     marker: str | None = None
 
@@ -176,11 +268,13 @@ def build_groups(df: pd.DataFrame, models: Sequence[str] | None = None,
                  categories: Sequence[str] = CATEGORIES,
                  include_humans: bool = True) -> list[Group]:
     """Groups to analyse / plot: the requested models (default: every non-human subject), then
-    the pooled humans when human subjects are present (so they are drawn last)."""
+    the pooled humans when human subjects are present (so they are drawn last). Models are
+    told apart by (subj, file), see :func:`model_labels`."""
+    df = df.assign(model=model_labels(df))
     if models:
         subs = [resolve_subject(df, m) for m in models]
     else:
-        subs = [s for s in subjects(df) if not is_human(s)]
+        subs = [s for s in dict.fromkeys(df["model"]) if not is_human(s)]
     if plotting_names and len(plotting_names) != len(subs):
         raise ValueError(f"{len(plotting_names)} plotting names for {len(subs)} models {subs}")
     names = list(plotting_names) if plotting_names else subs
@@ -191,7 +285,9 @@ def build_groups(df: pd.DataFrame, models: Sequence[str] | None = None,
     if not groups:
         raise ValueError("nothing to analyse: no model and no human subject in the CSVs")
     for g in groups:
-        g.stats = shape_bias_stats(df[df["subj"].isin(g.subjects)], categories)
+        rows = df[df["model"].isin(g.subjects)]
+        g.stats = shape_bias_stats(rows, categories)
+        g.files = sorted(set(rows["file"]))
     return groups
 
 
@@ -218,18 +314,9 @@ def mean_of_subjects(df: pd.DataFrame, subs: Sequence[str],
     return float(np.nanmean(values)) if values else math.nan
 
 
-def write_rows_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write model-vs-human raw-data rows (``CSV_COLUMNS``) atomically."""
-    def _write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))  # \r\n, as published
-            writer.writeheader()
-            writer.writerows(rows)
-
-    return write_with(path, _write)
-
-
 def csv_name(model: str, dataset: str = "cue-conflict") -> str:
-    """model-vs-human's file naming: ``cue-conflict_<model>_session-1.csv``."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "model"
+    """model-vs-human's file naming: ``cue-conflict_<model>_session-1.csv`` with ``_`` in the
+    model name written ``-`` (``simclr_resnet50x1`` -> ``cue-conflict_simclr-resnet50x1_...``),
+    so our CSV and model-vs-human's for one model share a name instead of doubling it."""
+    safe = re.sub(r"[^A-Za-z0-9.-]+", "-", model).strip("-") or "model"
     return f"{dataset}_{safe}_session-1.csv"

@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from selfsup_vis.data.cue_conflict import REFERENCE_TREE_DIGEST, list_cue_conflict, tree_digest
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.utils.download import DownloadError
 from selfsup_vis.utils.download import cache_root as _cache_root
@@ -142,12 +143,6 @@ def fetch_cue_conflict(dest: str | Path | None = None, urls: Iterable[str] = STI
     Tries each URL in turn; the extracted set must pass the 16 x 80 layout check before it is
     moved into place, so ``dest`` is either complete or untouched.
     """
-    from selfsup_vis.data.cue_conflict import (
-        REFERENCE_TREE_DIGEST,
-        list_cue_conflict,
-        tree_digest,
-    )
-
     dest = Path(dest) if dest else cache_root() / "cue-conflict"
     if dest.is_dir():
         try:

@@ -10,6 +10,7 @@ name, so a DDP run and a single-process run yield identical numbers and identica
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,11 +23,23 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES, IMAGENET_INDICES, parse_stimulus
+from selfsup_vis.utils.io import write_with
 
 #: Column order of model-vs-human's raw-data CSVs.
 CSV_COLUMNS = ("subj", "session", "trial", "rt", "object_response", "category", "condition",
                "imagename")
 _PER_SAMPLE = ("decision", "shape", "texture", "shape_number", "texture_number", "index")
+
+
+def write_rows_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write model-vs-human raw-data rows (``CSV_COLUMNS``) atomically."""
+    def _write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))  # \r\n, as published
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return write_with(path, _write)
 
 
 def category_scores(logits: torch.Tensor, categories: tuple[str, ...] = CATEGORIES) -> torch.Tensor:
@@ -229,8 +242,6 @@ class ShapeBias(Metric):
 
     def write_csv(self, path: str | Path, subject: str | None = None) -> Path:
         """Write the rows as a model-vs-human raw-data CSV, atomically."""
-        from selfsup_vis.shape_bias.analysis import write_rows_csv
-
         return write_rows_csv(path, self.rows(subject))
 
     def summary(self) -> dict[str, Any]:

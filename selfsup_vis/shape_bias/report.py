@@ -1,7 +1,8 @@
 """model-vs-human's shape-bias matrix plot from CSV directories as one function.
 
 ``plot_from_csvs`` is the whole job (task=plot_shape_bias, task=shape_bias and
-``scripts/plot_shape_bias.py`` call it): read and validate the CSVs, pick the models
+``scripts/plot_shape_bias.py`` call it): read and validate the CSVs (found by their header;
+a model is a (subj, file) pair, see ``analysis.model_labels``), pick the models
 (plus the pooled humans when subject CSVs are present, drawn last), compute the numbers,
 write ``shape_bias.csv`` + ``summary.json`` and the figure as PDF and PNG.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.shape_bias.analysis import (
     DEFAULT_PATTERN,
     HUMANS,
@@ -80,8 +82,11 @@ def plot_from_csvs(
     formats: Sequence[str] = ("pdf", "png"),
     pattern: str = DEFAULT_PATTERN,
     loggers: Sequence[Any] = (),
+    provenance: Any = None,
 ) -> dict[str, Any]:
-    """Read the CSVs, draw the matrix plot, write the numbers; returns the summary."""
+    """Read the CSVs, draw the matrix plot, write the numbers; returns the summary.
+    ``provenance`` (a ``checkpoints.provenance.Provenance``) is completed with the CSV files
+    read and drawn as the figure's footer."""
     if not csv_dirs:
         raise ValueError("no CSV directories given (task.csv_dirs / --csv-dir)")
     result_dir = ensure_writable_dir(result_dir)
@@ -93,6 +98,10 @@ def plot_from_csvs(
     apply_styles(groups, colors, markers)
     icons = resolve_icons(icons_dir, download_icons) if categories == list(CATEGORIES) else {}
     fig = plot_shape_bias_matrix(groups, categories, icons)
+    if provenance is not None:
+        provenance = provenance.replace(sources=sorted({str(f) for f in df["file"]}),
+                                        model=", ".join(g.name for g in groups), n=len(df))
+        add_provenance(fig, provenance)
     files = [str(p) for p in save_figure(fig, result_dir / FIGURE_STEM, formats)]
     table = summary_table(groups, categories)
     write_with(result_dir / "shape_bias.csv",
@@ -108,6 +117,7 @@ def plot_from_csvs(
             "texture_accuracy": g.stats["texture_accuracy"],
             "counts": {k: v for k, v in g.stats.items() if k.startswith("num_")},
             "subjects": g.subjects,
+            "files": g.files,
             "color": list(g.color), "marker": g.marker,
         } for g in groups},
         "icons": bool(icons),
@@ -117,6 +127,8 @@ def plot_from_csvs(
     if humans:
         summary["humans_mean_of_subjects"] = mean_of_subjects(
             df, [s for s in humans[0].subjects if is_human(s)], categories)
+    if provenance is not None:
+        summary.update(weights=provenance.weights, provenance=provenance.to_dict(), status="success")
     write_json(result_dir / "summary.json", summary)
     if loggers:
         log_figure(loggers, "shape_bias/matrixplot", fig)

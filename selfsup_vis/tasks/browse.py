@@ -18,9 +18,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from selfsup_vis.checkpoints.provenance import Provenance
 from selfsup_vis.data.datamodule import ImageDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.tasks.common import TaskRun
 from selfsup_vis.views.plots import grid_figure, sample_figure
 
@@ -68,6 +70,10 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     n = min(t.n_samples, len(dataset))
     indices = sorted(rng.choice(len(dataset), size=n, replace=False).tolist())
     out_dir = run.dir / "browse"
+    prov = run.set_provenance(Provenance(
+        task="browse", model=f"{cfg.model.name} pipeline {pipeline.name}",
+        weights="none (the data pipeline only; no model weights are used)", seed=int(t.seed),
+        dataset=dm.name, split=split, n=n))
     loggers = run.loggers
     records, samples, figures = [], [], []
     for idx in indices:
@@ -77,6 +83,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
             continue
         title = f"#{idx} {sample['name']} ({dataset.classes[sample['label']]})"
         fig = sample_figure(sample, pipeline, title)
+        add_provenance(fig, prov.replace(n=1, sources=[str(sample["name"])]))
         files = save_figure(fig, out_dir / f"{idx:06d}_{_slug(sample['name'])}", t.formats)
         figures.append(fig)
         samples.append((f"#{idx}", sample))
@@ -94,6 +101,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
             }
         )
     grid = grid_figure(samples, pipeline, f"{dm.name}/{split} · pipeline {pipeline.name}")
+    add_provenance(grid, prov)
     grid_files = save_figure(grid, run.dir / "browse_grid", t.formats)
     log_figure(loggers, f"browse/{pipeline.name}", grid, step=0)
     ratios = [r["mask_ratio"] for r in records if r["mask_ratio"] is not None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from selfsup_vis.checkpoints.provenance import Provenance, warn_if_random
+from selfsup_vis.config.validate import validate
+from selfsup_vis.launch import status as job_status
+from selfsup_vis.report.harness import finish_run
+from selfsup_vis.report.loggers import log_run_config
 from selfsup_vis.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -68,17 +74,36 @@ class TaskRun:
         self.cfg = cfg
         self.dir = Path(out_dir) if out_dir is not None else run_dir()
         self._loggers: list[Logger] | None = None
+        self.provenance: Provenance | None = None
 
     @property
     def loggers(self) -> list[Logger]:
         if self._loggers is None:
             self._loggers = instantiate_loggers(self.cfg)
+            log_run_config(self._loggers, self.cfg)  # resolved config + provenance
+            if self.provenance is not None:
+                _log_provenance(self._loggers, self.provenance)
         return self._loggers
+
+    # --- provenance: what every figure, summary and logger config says it came from
+    def set_provenance(self, prov: Provenance) -> Provenance:
+        """Record where this run's results come from: warns loudly about random weights, goes
+        into summary.json (``weights``, ``provenance``) and every logger's hyperparameters.
+        Figures draw it with ``plotting.provenance.add_provenance``."""
+        self.provenance = prov
+        warn_if_random(prov)
+        if self._loggers:
+            _log_provenance(self._loggers, prov)
+        return prov
 
     def write_summary(self, summary: dict[str, Any], name: str = "summary.json") -> Path | None:
         """The task's JSON summary in the run directory (rank zero only)."""
         if not is_global_zero():
             return None
+        if self.provenance is not None:
+            summary.setdefault("weights", self.provenance.weights)
+            summary.setdefault("provenance", self.provenance.to_dict())
+        summary.setdefault("status", "success")
         path = write_json(self.dir / name, summary)
         log.info("summary: %s", path)
         return path
@@ -87,6 +112,14 @@ class TaskRun:
         if self._loggers:
             close_loggers(self._loggers, status)
         self._loggers = None
+
+
+def _log_provenance(loggers: list[Logger], prov: Provenance) -> None:
+    for lg in loggers:
+        try:
+            lg.log_hyperparams({"provenance": prov.to_dict()})
+        except Exception as err:  # a logger's config must never cost the run
+            log.warning("could not log provenance to %s: %s", type(lg).__name__, err)
 
 
 def build_trainer(
@@ -118,6 +151,40 @@ def phase(name: str) -> Iterator[None]:
     log.info("%s done in %.2f s", name, time.perf_counter() - start)
 
 
+def write_failed_summary(run: TaskRun, err: BaseException, started: float) -> Path | None:
+    """summary.json of a failed run: ``status: failed``, the error, its traceback and every
+    file the run wrote before failing, so a partial figure set is never taken for a result."""
+    if not is_global_zero():
+        return None
+    try:
+        written = []
+        if run.dir.is_dir():
+            for p in sorted(run.dir.rglob("*")):
+                if len(written) >= 500:
+                    written.append("...")
+                    break
+                rel = p.relative_to(run.dir)
+                if p.is_file() and rel.parts[0] != ".hydra" and rel.name != "summary.json" \
+                        and p.stat().st_mtime >= started - 1:
+                    written.append(str(rel))
+        summary: dict[str, Any] = {
+            "task": str(run.cfg.task.get("name", "?")),
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}",
+            "error_type": type(err).__name__,
+            "traceback": traceback.format_exception(type(err), err, err.__traceback__),
+            "written": written,
+            "note": "the run failed: files listed in 'written' are an incomplete set",
+        }
+        if run.provenance is not None:
+            summary["weights"] = run.provenance.weights
+            summary["provenance"] = run.provenance.to_dict()
+        return write_json(run.dir / "summary.json", summary)
+    except Exception as werr:  # never hide the task's own error
+        log.warning("could not write the failed summary: %s", werr)
+        return None
+
+
 def run_task(cfg: DictConfig) -> Any:
     """Seed, record the resolved config, call the task function, always close the loggers."""
     logging.getLogger("selfsup_vis").setLevel(cfg.get("log_level", "INFO"))
@@ -128,10 +195,27 @@ def run_task(cfg: DictConfig) -> Any:
         write_text(run.dir / "config_resolved.yaml", OmegaConf.to_yaml(job_cfg, resolve=True))
     task_fn = hydra.utils.get_method(cfg.task._target_)
     status = "failed"
+    started = time.time()
+    # <run dir>/status.json (selfsup_vis/launch/status.py): running -> done | failed
+    job = job_status.write_job_started(run.dir, str(cfg.task.name)) if is_global_zero() else None
     try:
+        validate(cfg)  # bad values are refused here, before any data or model is touched
         result = task_fn(cfg, run)
         status = "success"
+        if job is not None:
+            job_status.write_job_ended(run.dir, job, None)
         return result
+    except Exception as err:
+        write_failed_summary(run, err, started)
+        log.exception("task=%s failed: %s", cfg.task.name, job_status.first_line(err))  # the job's own log
+        if job is not None:
+            job_status.write_job_ended(run.dir, job, err)
+        if job_status.in_submitit_job():  # Slurm sees FAILED; the sweep still gets Hydra's result
+            job_status.exit_nonzero_at_exit()
+        raise
     finally:
+        # headline numbers to the loggers and report.html (selfsup_vis/report); never raises
+        if is_global_zero():
+            finish_run(run.dir, cfg, run._loggers or [], status == "success")
         run.close(status)
         log.info("outputs of task=%s: %s", cfg.task.name, run.dir)

@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from selfsup_vis.checkpoints.provenance import Provenance
 from selfsup_vis.shape_bias.report import plot_from_csvs
 from selfsup_vis.tasks.common import TaskRun, is_global_zero
 
@@ -15,6 +16,10 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     if not is_global_zero():
         return {}
+    prov = run.set_provenance(Provenance(
+        task="plot_shape_bias", model=", ".join(t.models) or "every model in the CSVs",
+        weights="none (model decisions read from CSV files)", dataset="cue-conflict CSVs",
+        sources=[str(d) for d in t.csv_dirs]))
     loggers = run.loggers
     colors = OmegaConf.to_container(t.colors, resolve=True) if t.colors else None
     return plot_from_csvs(
@@ -30,4 +35,5 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         formats=list(t.formats),
         pattern=t.csv_pattern,
         loggers=loggers,
+        provenance=prov,
     )

@@ -4,7 +4,8 @@ config -> model (``build_model``: its ``model.checkpoint`` initialises the weigh
 model's training pipeline for train, the eval pipeline for val) -> callbacks (``conf/callbacks``:
 checkpoints, lr monitor, training stats, reconstruction / embedding / feature-health dumps) ->
 ``Trainer.fit`` (resuming ``task.ckpt_path``: optimizer, scheduler, step and epoch) -> summary.
-The optimizer is the model's own: AdamW with linear warmup + cosine decay from ``model.optim``.
+The optimizer, schedule and gradient clipping are the model's recipe (``model.optimizer``,
+``model.scheduler``, ``model.gradient_clip_val``; see ``selfsup_vis.models.optim``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from selfsup_vis.callbacks import TrainingStats
+from selfsup_vis.checkpoints.provenance import model_provenance, model_random_parts
 from selfsup_vis.data.transforms import pipeline_for_model
+from selfsup_vis.launch.requeue import RequeueOnSignal, find_resume_checkpoint
+from selfsup_vis.models import build_model
 from selfsup_vis.tasks.common import (
     TaskRun,
     build_trainer,
@@ -73,39 +76,49 @@ def check_resume_checkpoint(path: str | Path, model: pl.LightningModule) -> dict
 
 
 def _default_callbacks(callbacks: list[pl.Callback], ckpt_dir: Path) -> list[pl.Callback]:
-    """Checkpointing, lr monitoring and training stats unless the config already has them."""
+    """Lightning's checkpointing and lr monitoring unless the config already has them (e.g.
+    ``callbacks=none``); our own callbacks come only from the ``callbacks`` config."""
     added: list[pl.Callback] = []
     if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-        added.append(ModelCheckpoint(dirpath=str(ckpt_dir), save_top_k=0, save_last=True, every_n_epochs=1))
+        # save_top_k=1: Lightning 2.6 writes last.ckpt only next to a checkpoint it saved
+        added.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="latest-epoch", save_top_k=1, save_last=True,
+                                     every_n_epochs=1, enable_version_counter=False))
         added.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:03d}-step{step:06d}",
                                      auto_insert_metric_name=False, save_top_k=-1, every_n_epochs=10))
     if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
         added.append(LearningRateMonitor(logging_interval="step"))
-    if not any(isinstance(c, TrainingStats) for c in callbacks):
-        added.append(TrainingStats())
     if added:
         log.info("added default callbacks: %s", ", ".join(type(c).__name__ for c in added))
     return callbacks + added
 
 
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
-    from selfsup_vis.models import build_model
-
     t = cfg.task
-    out = run.dir
     with phase("model"):
         model = build_model(cfg.model)
     resume = check_resume_checkpoint(t.ckpt_path, model) if t.ckpt_path else None
     dm = hydra.utils.instantiate(cfg.dataset)
     train_pipe = pipeline_for_model(cfg.model)
     eval_pipe = pipeline_for_model(cfg.model, "eval", crop_pct=dm.eval_crop_pct)
-    dm.set_pipelines(train=train_pipe, eval=eval_pipe)
+    dm.configure(train=train_pipe, eval=eval_pipe)
     log.info("training on %s/%s with\n%s", dm.name, dm.train_split, train_pipe.describe())
+    init = model_provenance("pretrain", cfg.model, model, init_seed=int(cfg.seed),
+                            random_parts=model_random_parts(model), dataset=dm.name, split=dm.train_split)
+    run.set_provenance(init.replace(random=False, random_parts=[], weights="trained by this run from "
+                                    + ("random init" if init.random else init.weights)
+                                    + (f" (random: {', '.join(init.random_parts)})" if init.random_parts else "")))
 
     loggers = run.loggers
     callbacks = instantiate_callbacks(cfg)
     if t.default_callbacks:
-        callbacks = _default_callbacks(callbacks, Path(t.checkpoint_dir) if t.checkpoint_dir else out / "checkpoints")
+        callbacks = _default_callbacks(callbacks, Path(t.checkpoint_dir))
+    if not any(isinstance(c, RequeueOnSignal) for c in callbacks):
+        callbacks.append(RequeueOnSignal(dirpath=t.checkpoint_dir))  # does nothing outside a Slurm job
+    if resume is None:  # a requeued / restarted job continues from its own checkpoint
+        found = find_resume_checkpoint(t.checkpoint_dir, *(c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint)))
+        if found is not None:
+            resume = check_resume_checkpoint(found, model)
+            log.warning("resuming from %s (step %s): found in the run directory", found, resume["global_step"])
     overrides: dict[str, Any] = {}
     if cfg.trainer.get("max_epochs") is None and cfg.trainer.get("max_steps", -1) in (-1, None):
         overrides["max_epochs"] = t.default_max_epochs
@@ -142,7 +155,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         },
         "callbacks": [type(c).__name__ for c in callbacks],
         "callback_failures": [f for c in callbacks for f in getattr(c, "failures", [])],
-        "optim": OmegaConf.to_container(cfg.model.optim, resolve=True) if "optim" in cfg.model else None,
+        "optim": dict(getattr(model, "optim_summary", {}) or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     recon = [c for c in callbacks if hasattr(c, "history") and type(c).__name__ == "ReconstructionDump"]

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from selfsup_vis.checkpoints.provenance import check_random_parts, model_provenance
 from selfsup_vis.data.image_files import expand_images, load_image_files, slug
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.reconstruction.compute import Reconstruction, reconstruct_batch, save_arrays
 from selfsup_vis.reconstruction.masks import (
     algorithm_of,
@@ -73,6 +75,15 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     with phase("model"):
         model = build_model(cfg.model).eval().to(_device(t, cfg))
         algo = algorithm_of(model)
+        # every tensor of a MIM model takes part in a reconstruction (decoder, mask token, ...)
+        random_parts = check_random_parts(model, ("",), "task=reconstruct",
+                                          allow=bool(cfg.model.get("allow_random_parts", False)))
+    from_files = not (t.images is None or (isinstance(t.images, ListConfig | list) and len(t.images) == 0))
+    prov = run.set_provenance(model_provenance(
+        "reconstruct", cfg.model, model, init_seed=int(cfg.seed), random_parts=random_parts,
+        seed=int(t.seed), dataset="task.images" if from_files else str(cfg.dataset.name),
+        split=None if from_files else str(t.split or cfg.dataset.eval_split), n=int(images.shape[0]),
+        sources=list(names) if from_files else []))
     n, g = images.shape[0], mask_grid(model)
     if t.mask:
         masks = load_mask_file(t.mask, n, g)
@@ -96,6 +107,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     for i, r in enumerate(recs):
         fig = reconstruction_figure(r.panels, f"{cfg.model.name} · {r.name} · masked {r.mask_ratio:.0%} · "
                                               f"{r.error_kind} {r.error:.4f}")
+        add_provenance(fig, prov.replace(n=1, sources=[r.name]))
         files = save_figure(fig, out / "reconstruct" / f"{i:03d}_{slug(r.name)}", t.formats)
         log_figure(loggers, f"reconstruct/{i:03d}_{slug(r.name)}", fig, step=0)
         fig.clf()
@@ -103,6 +115,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
                         "error_kind": r.error_kind, "display_mse": r.display_error,
                         "files": [str(f) for f in files]})
     grid = reconstruction_grid([r.panels for r in recs], f"{cfg.model.name} ({algo}) · masks: {mask_source}")
+    add_provenance(grid, prov)
     grid_files = save_figure(grid, out / "reconstruction_grid", t.formats)
     log_figure(loggers, "reconstruct/grid", grid, step=0)
     npz = save_arrays(out / "reconstructions.npz", recs)

@@ -18,21 +18,28 @@ import hydra
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from selfsup_vis.checkpoints.provenance import check_random_parts, model_provenance
+from selfsup_vis.config import conf_dir
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES
+from selfsup_vis.data.datamodule import SyntheticDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
+from selfsup_vis.models import build_model
+from selfsup_vis.models.classifier import MMClassifier, TimmClassifier
 from selfsup_vis.plotting.log import log_figure, save_figure
+from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.shape_bias.analysis import (
     build_groups,
     csv_name,
     frame_from_rows,
     read_csv_dirs,
     summary_table,
-    write_rows_csv,
 )
 from selfsup_vis.shape_bias.evaluator import ShapeBiasEvaluator
-from selfsup_vis.shape_bias.metric import ShapeBias
+from selfsup_vis.shape_bias.metric import ShapeBias, write_rows_csv
 from selfsup_vis.shape_bias.plots import apply_styles, plot_shape_bias_matrix
 from selfsup_vis.shape_bias.report import resolve_icons
 from selfsup_vis.tasks.common import (
@@ -40,15 +47,13 @@ from selfsup_vis.tasks.common import (
     build_trainer,
     is_global_zero,
     phase,
-    )
+)
 from selfsup_vis.utils.io import write_with
 
 log = logging.getLogger(__name__)
 
 
 def _is_classifier(model_cfg: Any) -> bool:
-    from selfsup_vis.models.classifier import MMClassifier, TimmClassifier
-
     try:
         cls = hydra.utils.get_class(model_cfg["_target_"])
     except Exception:
@@ -58,11 +63,6 @@ def _is_classifier(model_cfg: Any) -> bool:
 
 def _compose_model(name: str) -> DictConfig:
     """The model config ``conf/model/<name>.yaml`` composed like ``model=<name>``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from selfsup_vis.config import conf_dir
-
     if GlobalHydra.instance().is_initialized():
         return compose("config", overrides=[f"model={name}"]).model
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -85,8 +85,6 @@ def _train_in_process(cfg: DictConfig, model: pl.LightningModule, dm: Any, logge
                       steps: int, split: str, lr: float) -> dict[str, Any]:
     """A few optimisation steps of the classifier's own ``training_step`` on ``split``."""
     dm.train_split = split
-    if hasattr(model, "optim"):
-        model.optim["lr"] = lr
     trainer = build_trainer(cfg, loggers, [], max_steps=steps, max_epochs=-1,
                             limit_val_batches=0, num_sanity_val_steps=0,
                             enable_checkpointing=False, enable_model_summary=False)
@@ -97,11 +95,8 @@ def _train_in_process(cfg: DictConfig, model: pl.LightningModule, dm: Any, logge
 
 
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
-    from selfsup_vis.data.datamodule import SyntheticDataModule
-    from selfsup_vis.models import build_model
-
     t = cfg.task
-    dm = hydra.utils.instantiate(cfg.dataset)
+    dm = hydra.utils.instantiate(cfg.dataset, eval_split=t.split)
     synthetic = isinstance(dm, SyntheticDataModule)
     model_cfg = cfg.model
     if not _is_classifier(model_cfg):
@@ -114,7 +109,6 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         model_cfg = _compose_model(t.fallback_model)
     model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
 
-    dm.eval_split = t.split
     eval_set = dm.dataset(t.split)
     categories = list(eval_set.classes) if synthetic else list(CATEGORIES)
     if not synthetic and list(eval_set.classes) != list(CATEGORIES):
@@ -122,6 +116,9 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     train = t.train if t.train is not None else (synthetic and not model_cfg.get("checkpoint"))
     if train and synthetic:
         model_cfg["num_classes"] = len(categories)
+    if train:  # task.train_lr reaches the model through its constructor: an absolute lr
+        model_cfg["optimizer"] = {**(model_cfg.get("optimizer") or {}), "lr": float(t.train_lr)}
+        model_cfg["lr_base_batch"] = None
     model = build_model(model_cfg)
     n_out = _num_outputs(model, int(model_cfg["img_size"]))
     mapping = t.decision_mapping or ("imagenet" if n_out == 1000 else "identity")
@@ -132,9 +129,20 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
             "(synthetic data) or task.decision_mapping=imagenet for 1000 ImageNet logits")
 
     pipeline = pipeline_for_model(OmegaConf.create(model_cfg), "eval", crop_pct=dm.eval_crop_pct)
-    dm.set_pipelines(train=pipeline, eval=pipeline)
+    dm.configure(train=pipeline, eval=pipeline)
     loggers = run.loggers
     model_name = t.model_name or model_cfg.get("name") or "model"
+    # every tensor of a classifier decides (backbone, neck, head): none may be silently random
+    random_parts = check_random_parts(model, ("",), "task=shape_bias",
+                                      allow=bool(model_cfg.get("allow_random_parts", False)))
+    prov = model_provenance("shape_bias", {**model_cfg, "name": model_name}, model,
+                            init_seed=int(cfg.seed), random_parts=random_parts, dataset=dm.name,
+                            split=str(t.split), n=len(eval_set))
+    if train and t.train_steps > 0:
+        prov = prov.replace(random=False, weights=(
+            f"trained in-process: {t.train_steps} steps on {dm.name}/{t.train_split} from "
+            + (f"random init (seed {cfg.seed})" if prov.random else prov.weights)))
+    run.set_provenance(prov)
     training = None
     if train:
         with phase(f"training {model_name} in-process on {t.train_split} ({t.train_steps} steps)"):
@@ -176,6 +184,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
                lambda tmp: summary_table(groups, categories).to_csv(tmp, index=False))
     icons = resolve_icons(t.icons_dir) if categories == list(CATEGORIES) else {}
     fig = plot_shape_bias_matrix(groups, categories, icons)
+    add_provenance(fig, prov)
     figures = save_figure(fig, out / "shape_bias_matrixplot", list(t.formats))
     log_figure(loggers, "shape_bias/matrixplot", fig)
     summary["files"] = {"csv": str(csv_path), "table": str(out / "shape_bias.csv"),

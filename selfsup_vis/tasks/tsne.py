@@ -9,36 +9,59 @@ from __future__ import annotations
 
 import csv
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from selfsup_vis.checkpoints.provenance import (
+    Provenance,
+    check_random_parts,
+    layer_parts,
+    model_provenance,
+)
 from selfsup_vis.data.datamodule import ImageDataModule
-from selfsup_vis.data.transforms import pipeline_for_model
-from selfsup_vis.embedding.backends import EmbedParams, compute_embedding, resolve_backend
+from selfsup_vis.data.folders import unreadable_images
+from selfsup_vis.embedding.backends import (
+    EmbedParams,
+    compute_embedding,
+    embed_params_from_config,
+    resolve_backend,
+)
+from selfsup_vis.embedding.labels import (
+    footer_text,
+    labeling_values,
+    parse_labeling_specs,
+    quality_for,
+    resolve_labelings,
+)
 from selfsup_vis.embedding.plots import plot_embedding, plot_embedding_grid
 from selfsup_vis.embedding.quality import embedding_quality
-from selfsup_vis.features.cache import (
-    FeatureCacheEntry,
-    checkpoint_fingerprint,
-    default_cache_root,
-    indices_digest,
+from selfsup_vis.embedding.sampled_quality import sampled_quality
+from selfsup_vis.embedding.space import describe_space
+from selfsup_vis.embedding.thumbnails import load_thumbnails
+from selfsup_vis.features.external import FeatureShards, load_labels
+from selfsup_vis.features.extraction import layer_file_name
+from selfsup_vis.features.pipeline import (  # select_subset: re-exported for callers of tasks.tsne
+    cache_entry,
+    eval_preprocessing,
+    feature_cache_meta,
+    obtain_features,
+    select_subset,
 )
-from selfsup_vis.features.extraction import extract_features, layer_file_name
 from selfsup_vis.models import build_model
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.provenance import add_provenance
+from selfsup_vis.report.exports import write_embedding_exports
 from selfsup_vis.tasks.common import (
     TaskRun,
     build_trainer,
-    is_global_zero,
     phase,
     )
-from selfsup_vis.utils.io import save_npy, write_with
+from selfsup_vis.utils.io import save_npy, write_text, write_with
 
 log = logging.getLogger(__name__)
 RANK_METRIC = "knn_feat@20"
@@ -48,74 +71,26 @@ def _value(x: Any) -> Any:
     return x.value if hasattr(x, "value") else x
 
 
-def select_subset(
-    labels: np.ndarray,
-    n_classes: int,
-    max_num_class: int | None,
-    class_idx: list[int] | None,
-    max_samples_per_class: int | None,
-    sampling: str,
-    seed: int,
-) -> np.ndarray:
-    """Sorted dataset indices: the first ``max_num_class`` classes (or ``class_idx``), at most
-    ``max_samples_per_class`` each (seeded random or first-N)."""
-    labels = np.asarray(labels)
-    if class_idx:
-        bad = [c for c in class_idx if not 0 <= c < n_classes]
-        if bad:
-            raise ValueError(f"task.class_idx {bad} out of range: the dataset has {n_classes} classes (0..{n_classes - 1})")
-        chosen = list(dict.fromkeys(class_idx))
-    else:
-        chosen = list(range(min(max_num_class or n_classes, n_classes)))
-    rng = np.random.default_rng(seed)
-    picked = []
-    for c in chosen:
-        members = np.flatnonzero(labels == c)
-        if max_samples_per_class and members.size > max_samples_per_class:
-            if sampling == "random":
-                members = rng.choice(members, max_samples_per_class, replace=False)
-            else:
-                members = members[:max_samples_per_class]
-        picked.append(members)
-    indices = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
-    if indices.size == 0:
-        raise ValueError(f"t-SNE subset is empty (classes {chosen[:10]} have no samples)")
-    return indices
-
-
-def _cache_meta(cfg: DictConfig, split: str, indices: np.ndarray, pooling: str | None,
-                final_norm: bool) -> dict[str, Any]:
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    checkpoint = model.pop("checkpoint", None)
-    data = OmegaConf.to_container(cfg.dataset, resolve=True)
-    for k in ("batch_size", "num_workers", "pin_memory"):
-        data.pop(k, None)
-    return {
-        "model": str(model.get("name", "model")),
-        "model_config": model,
-        "checkpoint": checkpoint,
-        "checkpoint_sha256": checkpoint_fingerprint(checkpoint),
-        "dataset": data,
-        "split": split,
-        "n": int(indices.size),
-        "indices_sha": indices_digest(indices),
-        "pooling": pooling,
-        "final_norm": final_norm,
-    }
+def _check_finite_layers(paths: dict[str, Path], names: list[str], model_name: str) -> None:
+    """Every requested layer's features must be finite before anything is drawn, so a bad
+    later layer never leaves the healthy layers' plots behind."""
+    problems = []
+    for layer, path in paths.items():
+        feats = np.load(path, mmap_mode="r")
+        bad = np.concatenate([np.flatnonzero(~np.isfinite(feats[s:s + 8192]).all(axis=1)) + s
+                              for s in range(0, len(feats), 8192)] or [np.zeros(0, np.int64)])
+        if bad.size:
+            shown = ", ".join(map(str, bad[:10].tolist())) + (", ..." if bad.size > 10 else "")
+            problems.append(f"layer {layer!r} of {model_name}: features contain NaN or inf values in "
+                            f"{bad.size} of {len(feats)} rows (row indices: {shown}; first samples: "
+                            f"{', '.join(names[i] for i in bad[:3])})")
+    if problems:
+        raise ValueError("; ".join(problems) + ". Nothing was embedded or plotted. Check the "
+                         "model/layer that produced them (e.g. fp16 overflow, a broken checkpoint).")
 
 
 def _embed_params(t: DictConfig) -> EmbedParams:
-    return EmbedParams(
-        backend=str(_value(t.backend)),
-        seed=int(t.seed),
-        perplexity=float(t.perplexity),
-        pca_dims=t.pca_dims,
-        n_iter=t.n_iter,
-        learning_rate=t.learning_rate,
-        init=t.init,
-        early_exaggeration=float(t.early_exaggeration),
-        n_jobs=int(t.n_jobs),
-    )
+    return embed_params_from_config(t, init=t.init)  # shared with task=compare_embeddings
 
 
 def _save_coords(out: Path, layer: str, coords: np.ndarray, labels: np.ndarray, names: list[str],
@@ -124,7 +99,7 @@ def _save_coords(out: Path, layer: str, coords: np.ndarray, labels: np.ndarray, 
     npy = save_npy(out / f"embedding_{name}.npy", coords.astype(np.float32))
 
     def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["path", "label", "class", "x", "y"])
             for n, lab, (x, y) in zip(names, labels, coords):
@@ -147,7 +122,7 @@ def _export_projector(loggers: list, features: dict[str, np.ndarray], labels: np
         import torch
         from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
-        thumbs = torch.stack(
+        thumbs = None if dataset is None else torch.stack(  # task.features: no images
             [resize(pil_to_tensor(dataset.load_image(int(i))), [sprite_size, sprite_size], antialias=True)
              for i in pick]
         ).float() / 255.0
@@ -181,6 +156,10 @@ def _replot(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         raise FileNotFoundError(f"task.from_dir: no summary.json in {src}")
     old = json.loads(summary_file.read_text())
     classes = old["classes"]
+    prov = run.set_provenance(
+        Provenance.from_dict({**old["provenance"], "sources": [str(src)]}) if "provenance" in old else
+        Provenance(task="tsne", model=str(old.get("model")), weights="unknown (replotted from a run "
+                   "without provenance)", sources=[str(src)]))
     loggers = run.loggers
     panels, qualities = [], {}
     out = run.dir
@@ -189,14 +168,82 @@ def _replot(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         coords = np.array([[float(r["x"]), float(r["y"])] for r in rows], dtype=np.float32)
         labels = np.array([int(r["label"]) for r in rows])
         fig = plot_embedding(coords, labels, classes, f"{old['model']} · {layer}", info["quality"])
+        add_provenance(fig, prov.replace(layer=layer))
         save_figure(fig, out / f"tsne_{layer_file_name(layer)}", t.formats)
         log_figure(loggers, f"tsne/{layer}", fig)
         panels.append((layer, coords))
         qualities[layer] = info["quality"]
     grid = plot_embedding_grid(panels, labels, classes, qualities)
+    add_provenance(grid, prov)
     save_figure(grid, out / "tsne_grid", t.formats)
     log_figure(loggers, "tsne/grid", grid)
     summary = {**old, "replotted_from": str(src)}
+    run.write_summary(summary)
+    return summary
+
+
+def _run_features(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
+    """task.features=<.npy | folder of shards>: embed → quality → figure → summary on features
+    the user already has. No data, model or extraction; the features are memory-mapped
+    and, from task.large_n rows on, read in chunks and never copied whole."""
+    t = cfg.task
+    out = run.dir
+    feats = FeatureShards(t.features)  # shapes, dtypes and lengths are checked before any work
+    n = len(feats)
+    classes = t.classes if t.classes is None or isinstance(t.classes, str) else [str(c) for c in t.classes]
+    lab = load_labels(t.labels, n, classes=classes, paths=t.paths)
+    labels = lab.labels if lab.source is not None else None
+    names = lab.paths or [str(i) for i in range(n)]
+    layer = feats.source.stem if feats.source.is_file() else feats.source.name
+    prov = run.set_provenance(Provenance(
+        task="tsne", model="precomputed features", weights=f"features {feats.source}", layer=layer,
+        seed=int(t.seed), dataset=str(lab.source) if lab.source else "unlabelled", n=n,
+        sources=[str(feats.source)] + ([str(lab.source)] if lab.source else [])))
+    params = _embed_params(t)
+    large = params.large_n is not None and n >= params.large_n
+    x = feats if large else feats.load()
+    log.info("task.features: %s (%d×%d, %.2f GB on disk), %s path", feats, n, feats.dim,
+             feats.nbytes_on_disk / 1e9, "memory-bounded" if large else "in-memory")
+    with phase(f"embedding {layer} ({n}×{feats.dim}) with {resolve_backend(params.backend)}"):
+        try:
+            res = compute_embedding(x, params)
+        except ValueError as err:
+            raise ValueError(f"task.features={feats.source}: {err}") from err
+    with phase("quality numbers"):
+        if n > int(t.quality_sample):
+            quality = sampled_quality(feats, res.coords, labels, seed=int(t.seed), sample=int(t.quality_sample),
+                                      metric=params.metric, standardize=params.standardize)
+        else:
+            quality = embedding_quality(x if not large else feats.load(), res.coords, labels, seed=int(t.seed),
+                                        metric=params.metric, standardize=params.standardize)
+    with phase("coordinates and figure"):
+        files = _save_coords(out, layer, res.coords, lab.labels, names, lab.classes)
+        sub = quality.get("quality_subsample")
+        title = f"{layer} · n={n}" + (f" · quality on {sub['n']} sampled" if sub and sub["n"] < n else "")
+        fig = plot_embedding(res.coords, labels, lab.classes, title, quality,
+                             footer=res.params["space"], density=t.density)
+        add_provenance(fig, prov)
+        files += save_figure(fig, out / f"tsne_{layer_file_name(layer)}", t.formats)
+        log_figure(run.loggers, f"tsne/{layer}", fig)
+    log_scalars(run.loggers, {f"tsne/{layer}/{k}": v for k, v in quality.items() if isinstance(v, int | float)})
+    projector = None
+    if t.projector:
+        cap = min(n, int(t.projector_max_samples))
+        pick = np.sort(np.random.default_rng(int(t.seed)).choice(n, cap, replace=False))
+        save_npy(out / "projector_sample.npy", pick)
+        projector = {"n": int(cap), "of": n, "seed": int(t.seed), "rows_file": str(out / "projector_sample.npy")}
+        with phase("exporting a sample to the projector"):
+            _export_projector(run.loggers, {layer: feats.take(pick)}, lab.labels[pick], [names[i] for i in pick],
+                              lab.classes, {layer: res.coords[pick]}, None, pick, int(t.sprite_size))
+    summary = {
+        "task": "tsne", "model": "precomputed features", "features": str(feats.source),
+        "feature_files": [str(sh.path) for sh in feats.shards], "labels_file": str(lab.source) if lab.source else None,
+        "n_samples": n, "feature_dim": feats.dim, "classes": lab.classes, "seed": int(t.seed),
+        "space": res.params["space"], "metric": params.metric, "standardize": params.standardize,
+        "projector": projector, "timings": {"embedding_s": res.seconds},
+        "layers": {layer: {"quality": quality, "embedding": res.params, "embedding_s": res.seconds,
+                           "feature_dim": feats.dim, "files": [str(f) for f in files]}},
+    }  # fmt: skip
     run.write_summary(summary)
     return summary
 
@@ -205,70 +252,80 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     if t.replot:
         return _replot(cfg, run)
+    if t.features:
+        return _run_features(cfg, run)
     out = run.dir
-    dm: ImageDataModule = hydra.utils.instantiate(cfg.dataset)
-    split = t.split or dm.eval_split
-    dm.eval_split = split
+    label_specs = parse_labeling_specs(str(t.color_by), list(t.extra_labels))  # checked before work
+    split = t.split or cfg.dataset.eval_split
+    dm: ImageDataModule = hydra.utils.instantiate(cfg.dataset, eval_split=split)
     base = dm.dataset(split)
     classes = base.classes
     indices = select_subset(
         np.asarray(base.labels), len(classes), t.max_num_class, list(t.class_idx) if t.class_idx else None,
         t.max_samples_per_class, str(_value(t.sampling)), int(t.seed),
     )
+    skipped: list[dict[str, Any]] = []
+    if getattr(base, "skip_corrupt", False):  # drop unreadable images before extraction
+        with phase(f"checking that the {indices.size} images decode (dataset.skip_corrupt=true)"):
+            skipped = unreadable_images(base, indices)
+        if skipped:
+            log.warning("dataset.skip_corrupt=true: leaving out %d unreadable image(s): %s",
+                        len(skipped), "; ".join(s["error"] for s in skipped[:5]))
+            indices = np.setdiff1d(indices, [s["index"] for s in skipped])
+            if indices.size == 0:
+                raise ValueError("t-SNE subset is empty: every selected image is unreadable "
+                                 "(dataset.skip_corrupt=true skipped them all)")
     labels = np.asarray(base.labels)[indices]
     names = [base.names[i] for i in indices]
     log.info("t-SNE subset: %d samples of %d classes from %s/%s", indices.size, np.unique(labels).size, dm.name, split)
+    colour, labelings = resolve_labelings(label_specs, names, labels, classes)
 
-    model = build_model(cfg.model)
-    if t.pooling:
-        model.pooling = str(t.pooling)
-    model.final_norm_blocks = bool(t.final_norm)
-    layers = list(t.layers) or model.default_layers()
-    for layer in layers:
-        model._parse_layer(layer)  # unknown names fail here, listing the valid ones
-        if t.final_norm and layer.startswith("block"):
-            model._final_norm(layer)  # a backbone without a final norm fails here
+    # layers, pooling and final norm go through the constructor, which validates them (an
+    # unknown layer, a pooling the model cannot do or a missing final norm fail here)
+    model = build_model(cfg.model, predict_layers=list(t.layers) or None, pooling=t.pooling,
+                        final_norm_blocks=bool(t.final_norm))
+    layers = list(model.predict_layers)
+    # a checkpoint without the requested layers' weights (a MoCo neck) is refused before work
+    random_parts = check_random_parts(model, layer_parts(model, layers), f"task.layers={layers}",
+                                      allow=bool(cfg.model.get("allow_random_parts", False)))
+    prov = run.set_provenance(model_provenance(
+        "tsne", cfg.model, model, init_seed=int(cfg.seed), random_parts=random_parts,
+        layer=", ".join(layers), seed=int(t.seed), dataset=dm.name, split=split, n=int(indices.size)))
 
-    entry = FeatureCacheEntry(Path(t.cache_dir) if t.cache_dir else default_cache_root(),
-                              _cache_meta(cfg, split, indices, model.pooling, bool(t.final_norm)))
-    if not t.cache:
-        entry.dir = out / "feature_cache"
-        entry.features_dir = entry.dir / "features"
-    if is_global_zero():
-        entry.validate(indices.size)
-    missing = entry.missing_layers(layers)
+    eval_pipeline, preprocessing = eval_preprocessing(cfg.model, dm)
+    entry = cache_entry(t.cache_dir, bool(t.cache), feature_cache_meta(
+        cfg.model, cfg.dataset, int(cfg.seed), split, indices, model.pooling, bool(t.final_norm), base,
+        preprocessing), out)
     timings: dict[str, float] = {"extraction_s": 0.0}
-    if missing:
-        dm.set_pipelines(eval=pipeline_for_model(cfg.model, "eval", crop_pct=dm.eval_crop_pct))
-        trainer = build_trainer(cfg, None, enable_checkpointing=False)
-        start = time.perf_counter()
-        with phase(f"extracting {', '.join(missing)} for {indices.size} images"):
-            paths = extract_features(trainer, model, dm, missing, indices, out / "_extract", entry.features_dir)
-        timings["extraction_s"] = time.perf_counter() - start
-        if paths is None:  # not rank zero: the embedding happens on rank zero only
-            return {}
-        entry.write_index(labels, indices, names)
-    else:
-        log.info("features of %s reused from the cache %s", ", ".join(layers), entry.dir)
-        if not is_global_zero():
-            return {}
-    entry.link_into(out / "features", layers)
+    run_features = obtain_features(  # shared with task=compare_embeddings (features/pipeline.py)
+        entry, use_cache=bool(t.cache), layers=layers, model=model, dm=dm, eval_pipeline=eval_pipeline,
+        indices=indices, labels=labels, names=names, work_dir=out / "_extract", run_features=out / "features",
+        make_trainer=lambda cbs: build_trainer(cfg, None, cbs, enable_checkpointing=False), timings=timings)
+    if run_features is None:  # not rank zero: the embedding happens on rank zero only
+        return {}
     save_npy(out / "labels.npy", labels)
-    (out / "paths.txt").write_text("".join(f"{n}\n" for n in names))
+    write_text(out / "paths.txt", "".join(f"{n}\n" for n in names))
+    _check_finite_layers(run_features, names, model.model_name)
 
     loggers = run.loggers
     params = _embed_params(t)
     results, panels, qualities, coords_by_layer, feats_by_layer = {}, [], {}, {}, {}
     for layer in tqdm(layers, desc="embedding layers", unit="layer", disable=len(layers) < 2):
-        feats = np.load(entry.layer_path(layer), mmap_mode="r")
+        feats = np.load(run_features[layer], mmap_mode="r")
         with phase(f"embedding {layer} ({feats.shape[0]}×{feats.shape[1]}) with {resolve_backend(params.backend)}"):
             try:
                 res = compute_embedding(np.asarray(feats, dtype=np.float32), params)
             except ValueError as err:
                 raise ValueError(f"layer {layer!r} of {model.model_name}: {err}") from err
-        quality = embedding_quality(np.asarray(feats), res.coords, labels, seed=int(t.seed))
+        quality = embedding_quality(np.asarray(feats), res.coords, labels, seed=int(t.seed), metric=params.metric,
+                                    standardize=params.standardize, extra_labels=labeling_values(labelings))
         files = _save_coords(out, layer, res.coords, labels, names, classes)
-        fig = plot_embedding(res.coords, labels, classes, f"{model.model_name} · {layer}", quality)
+        thumbs = (load_thumbnails(res.coords, base.load_image, indices, int(t.thumbnail_grid),
+                                  int(t.thumbnail_size), int(t.seed)) if t.thumbnails else None)
+        fig = plot_embedding(res.coords, colour.values, colour.classes, f"{model.model_name} · {layer}",
+                             quality_for(quality, colour), footer=footer_text(res.params["space"], colour),
+                             color_label=colour.name, thumbnails=thumbs, thumbnail_grid=int(t.thumbnail_grid))
+        add_provenance(fig, prov.replace(layer=layer))
         files += save_figure(fig, out / f"tsne_{layer_file_name(layer)}", t.formats)
         log_figure(loggers, f"tsne/{layer}", fig)
         log_scalars(loggers, {f"tsne/{layer}/{k}": v for k, v in quality.items() if isinstance(v, (int, float))})
@@ -283,7 +340,11 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         qualities[layer] = quality
         coords_by_layer[layer] = res.coords
         feats_by_layer[layer] = feats
-    grid = plot_embedding_grid(panels, labels, classes, qualities)
+    grid = plot_embedding_grid(panels, colour.values, colour.classes,
+                               {la: quality_for(q, colour) for la, q in qualities.items()},
+                               footer=footer_text(describe_space(params.metric, params.standardize), colour),
+                               color_label=colour.name)
+    add_provenance(grid, prov)
     save_figure(grid, out / "tsne_grid", t.formats)
     log_figure(loggers, "tsne/grid", grid)
     if t.projector:
@@ -294,6 +355,11 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
                               labels[pick], [names[i] for i in pick], classes,
                               {k: v[pick] for k, v in coords_by_layer.items()}, base, indices[pick],
                               int(t.sprite_size))
+    with phase("thumbnails for report.html" + (f" and exports {list(t.export)}" if t.export else "")):
+        exports = write_embedding_exports(  # report hover thumbnails, Embedding Atlas parquet
+            out, base.load_image, indices, labels, names, classes, coords_by_layer, feats_by_layer,
+            [str(_value(e)) for e in t.export], int(t.report_thumbnails), int(t.thumbnail_size),
+            int(t.atlas_neighbors), int(t.seed))
     ranking = sorted(
         layers,
         key=lambda la: (-np.nan_to_num(qualities[la].get(RANK_METRIC, np.nan), nan=-1.0),
@@ -308,7 +374,14 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         "n_samples": int(indices.size),
         "classes": classes,
         "seed": int(t.seed),
+        "space": describe_space(params.metric, params.standardize),  # the embedding's and the numbers' space
+        "metric": params.metric,
+        "standardize": params.standardize,
+        "color_by": colour.name,
+        "labelings": {lab.name: lab.summary() for lab in (colour, *labelings.values())},
         "feature_cache": str(entry.dir),
+        "exports": exports,
+        "skipped_corrupt": skipped,
         "timings": {**timings, "embedding_s": sum(r["embedding_s"] for r in results.values())},
         "layers": results,
         "ranking": [{"layer": la, RANK_METRIC: qualities[la].get(RANK_METRIC),

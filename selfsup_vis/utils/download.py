@@ -1,24 +1,51 @@
 """One place for downloads, checksums and the cache directory (checkpoints, model-vs-human).
 
-Downloads are atomic (a ``.part`` file renamed into place), optionally sha256-checked, and
-fail with a message that says where to put the file by hand when the machine is offline.
+A download can be wrong in quiet ways: cut half way, an HTML error page saved as the file,
+or a second URL with the same file name answered from the first one's cache. Hence:
+
+* the cache path is keyed by the full URL (``<root>/<12 hex of sha256(url)>/<file name>``,
+  :func:`url_cache_path`), so two URLs never share an entry and the name stays readable;
+* bytes go to a temporary ``.part`` file next to the destination and are renamed into place
+  only when complete: the ``Content-Length`` is checked, a cut connection is retried (resumed
+  with an HTTP ``Range`` request when the server supports it, else restarted) and a failure
+  leaves neither a partial file under the final name nor a temporary file;
+* what came back is sniffed (:func:`describe_content`): an HTML page where a file was
+  expected is refused with its content type and first bytes; callers can add a stricter
+  check (``validate``, e.g. "is this a checkpoint");
+* a sha256 is honoured when given (argument, ``#sha256=<hex>`` on the URL, or the
+  torch-hub / OpenMMLab convention ``<name>-<8+ hex>.pth`` whose suffix is a sha256 prefix);
+* a file lock (``<cache root>/locks/``) makes concurrent runs wait for one download;
+* offline, the error says where to put the file by hand.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
+import re
 import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from selfsup_vis.utils.io import STORAGE_ERRNOS, storage_error
 
 log = logging.getLogger(__name__)
 
+_HUB_HASH = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+_FRAGMENT_SHA = re.compile(r"^sha256=([0-9a-fA-F]{8,64})$")
+_CHUNK = 1 << 20
+
 
 class DownloadError(RuntimeError):
-    """A download that failed (offline, moved, or wrong checksum); says what to do instead."""
+    """A download that failed (offline, moved, cut, wrong content or checksum); says what to do."""
 
 
 def cache_root(sub: str = "") -> Path:
@@ -36,41 +63,246 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def download_file(
-    url: str, dest: str | Path, sha256: str | None = None, timeout: float = 30.0, hint: str = ""
-) -> Path:
-    """Download ``url`` to ``dest`` atomically; skip when ``dest`` exists (and matches).
+# ---------------------------------------------------------------------------------------------
+# URLs: checksum hints, file names, cache paths
+# ---------------------------------------------------------------------------------------------
+def split_url(url: str) -> tuple[str, str | None]:
+    """``(url without fragment, sha256 from a '#sha256=<hex>' fragment or None)``."""
+    base, _, fragment = url.partition("#")
+    match = _FRAGMENT_SHA.match(fragment)
+    return base, match[1].lower() if match else None
 
-    ``sha256`` may be a prefix of the hex digest. ``hint`` is appended to the offline message.
+
+def url_file_name(url: str, default: str = "download") -> str:
+    """The readable file name of ``url`` (last path segment, percent-decoded, made safe)."""
+    path = urllib.parse.urlsplit(split_url(url)[0]).path
+    name = urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or default
+
+
+def expected_sha256(url: str, sha256: str | None = None) -> tuple[str | None, str]:
+    """The digest (or prefix) to check and where it came from: the argument, the URL's
+    ``#sha256=`` fragment, or a torch-hub style ``-<hex>.`` suffix of the file name."""
+    if sha256:
+        return sha256.lower(), "the given sha256"
+    fragment = split_url(url)[1]
+    if fragment:
+        return fragment, "the URL's #sha256="
+    hub = _HUB_HASH.search(url_file_name(url))
+    if hub:
+        return hub[1], f"the file name's hash suffix -{hub[1]} (torch-hub/OpenMMLab convention)"
+    return None, ""
+
+
+def url_cache_path(url: str, root: str | Path, default_name: str = "download") -> Path:
+    """``<root>/<12 hex of sha256(url)>/<file name>``: keyed by the full URL, name readable."""
+    key = hashlib.sha256(split_url(url)[0].encode()).hexdigest()[:12]
+    return Path(root) / key / url_file_name(url, default_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is this file?
+# ---------------------------------------------------------------------------------------------
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "zip archive (the PyTorch >= 1.6 checkpoint format is a zip)"),
+    (b"PK\x05\x06", "empty zip archive"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"\x89PNG", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF8", "GIF image"),
+    (b"%PDF", "PDF document"),
+    (b"\x93NUMPY", "NumPy .npy array"),
+    (b"\x89HDF", "HDF5 file"),
+    (b"BZh", "bzip2 data"),
+    (b"\xfd7zXZ", "xz data"),
+)
+
+
+def read_head(path: str | Path, n: int = 512) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def describe_content(head: bytes, content_type: str | None = None) -> str:
+    """A short human description of data starting with ``head`` (what a file really is)."""
+    if not head:
+        return "an empty file (0 bytes)"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+        return f"a pickle (protocol {head[1]}; legacy PyTorch checkpoints are pickles)"
+    if len(head) > 9 and head[8:10] in (b'{"', b"{'") and int.from_bytes(head[:8], "little") < 1 << 30:
+        return "a safetensors file"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or (
+            content_type or "").lower().startswith("text/html"):
+        return "an HTML page"
+    if text.startswith(b"<?xml") or text.startswith(b"<"):
+        return "XML/HTML text"
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = None
+    if decoded is not None and all(c.isprintable() or c in "\r\n\t" for c in decoded):
+        return "text" + (" (JSON?)" if text.startswith((b"{", b"[")) else "")
+    return "unrecognised binary data"
+
+
+def is_html(head: bytes, content_type: str | None = None) -> bool:
+    return describe_content(head, content_type) in ("an HTML page", "XML/HTML text")
+
+
+def show_head(head: bytes, n: int = 80) -> str:
+    """The first bytes for an error message (``b'<!DOCTYPE html>...'``)."""
+    return repr(head[:n]) + ("..." if len(head) > n else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Download
+# ---------------------------------------------------------------------------------------------
+def _lock(dest: Path) -> FileLock:
+    """A lock per destination, kept in ``<cache root>/locks`` so data folders stay clean."""
+    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:20]
+    locks = cache_root("locks")
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{key}.lock"))
+
+
+class _Incomplete(Exception):
+    """The connection ended before ``Content-Length`` bytes arrived."""
+
+
+def _fetch(url: str, tmp: Path, dest: Path, timeout: float, retries: int) -> str | None:
+    """Stream ``url`` into ``tmp``; retry a cut connection (resuming with Range when the server
+    answers 206). Returns the Content-Type."""
+    got, total, content_type, last_err = 0, None, None, None
+    for attempt in range(retries + 1):
+        headers = {"User-Agent": "selfsup_vis"}
+        if got:
+            headers["Range"] = f"bytes={got}-"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                        timeout=timeout) as resp:
+                if got and resp.status != 206:  # the server ignored Range: start over
+                    log.info("%s: the server does not resume (status %s); restarting", url, resp.status)
+                    got = 0
+                length = resp.headers.get("Content-Length")
+                if got == 0:
+                    total = int(length) if length and length.isdigit() else None
+                    content_type = resp.headers.get("Content-Type")
+                try:
+                    with open(tmp, "ab" if got else "wb") as out:
+                        while True:
+                            try:
+                                chunk = resp.read(_CHUNK)
+                            except http.client.IncompleteRead as e:
+                                out.write(e.partial)
+                                got += len(e.partial)
+                                raise _Incomplete from e
+                            if not chunk:
+                                break
+                            out.write(chunk)
+                            got += len(chunk)
+                except OSError as e:  # the disk, not the network: say which path
+                    if e.errno in STORAGE_ERRNOS:
+                        raise storage_error(e, dest, "downloading into") from e
+                    raise
+            if total is not None and got < total:
+                raise _Incomplete
+            if total is not None and got > total:
+                raise DownloadError(f"{url}: received {got} bytes, more than its Content-Length "
+                                    f"{total}; not saved to {dest}")
+            return content_type
+        except urllib.error.HTTPError as e:
+            if e.code in (408, 429) or e.code >= 500:
+                last_err = f"HTTP {e.code} {e.reason}"
+            else:
+                body = e.read(200) if e.fp else b""
+                raise DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason} (the server "
+                                    f"answered {describe_content(body, e.headers.get('Content-Type'))}: "
+                                    f"{show_head(body)}); not saved to {dest}") from e
+        except _Incomplete:
+            last_err = (f"connection closed after {got} of {total} bytes" if total is not None
+                        else f"connection closed after {got} bytes")
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
+            reason = getattr(e, "reason", e)
+            if attempt == 0 and got == 0 and isinstance(e, urllib.error.URLError):
+                raise DownloadError(f"cannot download {url}: {reason}") from e  # offline / DNS
+            last_err = str(reason)
+        if attempt < retries:
+            log.warning("downloading %s: %s; retrying (%d/%d)%s", url, last_err, attempt + 1, retries,
+                        f", resuming at byte {got}" if got else "")
+            time.sleep(min(0.5 * 2 ** attempt, 5.0))
+    raise DownloadError(f"cannot download {url}: {last_err} (after {retries + 1} attempts); "
+                        f"not saved to {dest}")
+
+
+def download_file(
+    url: str,
+    dest: str | Path,
+    sha256: str | None = None,
+    timeout: float = 30.0,
+    hint: str = "",
+    retries: int = 2,
+    validate: Callable[[Path, bytes, str | None], str | None] | None = None,
+) -> Path:
+    """Download ``url`` to ``dest`` atomically; reuse ``dest`` when it exists (and matches).
+
+    ``sha256`` may be a prefix of the hex digest; without it, a ``#sha256=`` fragment or a
+    torch-hub style file name hash is checked (:func:`expected_sha256`). ``validate(path,
+    first_bytes, content_type)`` returns a problem description to refuse the content. ``hint``
+    is appended to the offline message. Concurrent callers wait on a file lock.
     """
     dest = Path(dest)
-    stale = ""
-    if dest.is_file():
-        got = sha256_of(dest) if sha256 is not None else None
-        if sha256 is None or got.startswith(sha256.lower()):
-            return dest
-        stale = f" (the cached {dest} has sha256 {got}, expected {sha256})"
-        log.warning("cached %s does not match its sha256; downloading it again", dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    want, want_from = expected_sha256(url, sha256)
+    fetch_url = split_url(url)[0]
     try:
-        with os.fdopen(fd, "wb") as out:
-            log.info("downloading %s -> %s", url, dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DownloadError(f"cannot create the download directory {dest.parent}: {e}") from e
+    lock = _lock(dest)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process downloading %s", dest)
+        lock.acquire()
+    try:
+        stale = ""
+        if dest.is_file():
+            got = sha256_of(dest) if want is not None else None
+            if want is None or got.startswith(want):
+                return dest
+            stale = f" (the cached {dest} has sha256 {got}, expected {want} from {want_from})"
+            log.warning("cached %s does not match its sha256; downloading it again", dest)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            log.info("downloading %s -> %s", fetch_url, dest)
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    while chunk := resp.read(1 << 20):
-                        out.write(chunk)
-            except (urllib.error.URLError, OSError, TimeoutError) as e:
-                reason = getattr(e, "reason", e)
+                content_type = _fetch(fetch_url, tmp, dest, timeout, retries)
+            except DownloadError as e:
+                raise DownloadError(f"{e}. This machine may be offline (or the file moved): "
+                                    f"download it elsewhere and put it at {dest}{hint}.{stale}") from e
+            head = read_head(tmp)
+            if is_html(head, content_type) and dest.suffix.lower() not in (".html", ".htm"):
                 raise DownloadError(
-                    f"cannot download {url}: {reason}. This machine may be offline (or the file "
-                    f"moved): download it elsewhere and put it at {dest}{hint}.{stale}"
-                ) from e
-        if sha256 is not None and not (got := sha256_of(tmp)).startswith(sha256.lower()):
-            raise DownloadError(f"{url}: sha256 {got} does not match the expected {sha256}; "
-                                f"not saved to {dest}")
-        os.replace(tmp, dest)
+                    f"{fetch_url} returned {describe_content(head, content_type)} (Content-Type "
+                    f"{content_type or 'not given'}), not the file: {show_head(head)}. The link may "
+                    f"need a login or have moved; not saved to {dest}")
+            if validate is not None and (problem := validate(tmp, head, content_type)):
+                raise DownloadError(f"{fetch_url}: {problem}; not saved to {dest}")
+            if want is not None and not (digest := sha256_of(tmp)).startswith(want):
+                raise DownloadError(f"{fetch_url}: sha256 {digest} does not match {want} "
+                                    f"(from {want_from}); not saved to {dest}")
+            try:
+                os.replace(tmp, dest)
+            except OSError as e:
+                raise storage_error(e, dest, "saving") from e
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        lock.release()
     return dest

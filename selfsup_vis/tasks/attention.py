@@ -1,0 +1,256 @@
+"""task=attention: where a model looks, and whether that is on the object.
+
+config -> method / layer / target checked against the model (unknown names list the valid
+ones) -> images (files, folders, or samples of the dataset) with their object masks (the
+synthetic set knows them; ``task.masks_root`` for files and image folders) -> maps in batches
+(``selfsup_vis.attention.compute_maps``: CLS attention per head, rollout, Grad-CAM family via
+``grad-cam``, class-agnostic maps) -> per image the input and each map overlaid, a grid of all,
+``maps_<method>_<layer>.npy`` + ``images.txt`` to redraw them, and in ``summary.json`` per
+method and layer the pointing game and the energy inside the mask, next to a random map's and
+a centred blob's (the synthetic shapes sit near the centre: a centre prior scores well too).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from matplotlib import colormaps
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from selfsup_vis.attention.cam import CLASS_AGNOSTIC
+from selfsup_vis.attention.compute import (
+    ATTENTION_METHODS,
+    MapSpec,
+    check_spec,
+    compute_maps,
+    is_classifier,
+    resolve_targets,
+)
+from selfsup_vis.attention.masks import find_mask, load_mask, to_input_geometry
+from selfsup_vis.attention.metric import PointingGame
+from selfsup_vis.attention.plots import grid_figure, image_figure
+from selfsup_vis.checkpoints.provenance import model_provenance
+from selfsup_vis.data.cue_conflict_categories import CATEGORIES, IMAGENET_INDICES, texture_of
+from selfsup_vis.data.image_files import expand_images, load_image_files, slug
+from selfsup_vis.data.transforms import denormalize, pipeline_for_model
+from selfsup_vis.models import build_model
+from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.tasks.common import TaskRun, phase
+from selfsup_vis.utils.io import save_npy, write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Inputs:
+    """Model-normalised images with their names, object masks and labels (when known)."""
+
+    images: torch.Tensor
+    names: list[str]
+    masks: list[np.ndarray] | None = None
+    labels: list[int] | None = None
+    textures: list[int] | None = None
+    classes: list[str] | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def _given(images: Any) -> bool:
+    return images is not None and not (isinstance(images, ListConfig | list) and len(images) == 0)
+
+
+def _file_inputs(cfg: DictConfig) -> Inputs:
+    t = cfg.task
+    files = expand_images(t.images, t.max_images)
+    images, names = load_image_files(files, cfg.model, t.resize)
+    masks = None
+    if t.masks_root:
+        crop = 1.0 if t.resize == "crop" else None
+        masks = [load_mask(find_mask(t.masks_root, f.name), int(cfg.model.img_size), crop) for f in files]
+    return Inputs(images, names, masks, source={"images": [str(f) for f in files]})
+
+
+def _dataset_inputs(cfg: DictConfig) -> Inputs:
+    t = cfg.task
+    dm = hydra.utils.instantiate(cfg.dataset)
+    crop = dm.eval_crop_pct
+    pipeline = pipeline_for_model(cfg.model, "eval", crop_pct=crop)
+    split = t.split or dm.eval_split
+    ds = dm.dataset(split, pipeline)
+    if len(ds) == 0:
+        raise ValueError(f"attention: dataset {dm.name} split {split!r} is empty")
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(t.max_images, len(ds))).round().astype(int)).tolist()
+    samples = [(i, ds[i]) for i in idx]
+    samples = [(i, s) for i, s in samples if s is not None]
+    size = int(cfg.model.img_size)
+    masks = None
+    if hasattr(ds, "object_mask") and ds.object_mask(samples[0][0]) is not None:
+        masks = [to_input_geometry(ds.object_mask(i), size, crop) for i, _ in samples]
+    elif t.masks_root:
+        masks = [load_mask(find_mask(t.masks_root, s["name"]), size, crop) for _, s in samples]
+    textures = None
+    if hasattr(ds, "texture_label"):
+        textures = [int(ds.texture_label(i)) for i, _ in samples]
+    elif dm.name == "cue_conflict":
+        textures = [CATEGORIES.index(texture_of(s["name"])) for _, s in samples]
+    log.info("no task.images: using %d images of %s/%s%s", len(samples), dm.name, split,
+             " with object masks" if masks is not None else "")
+    return Inputs(torch.stack([s["image"] for _, s in samples]), [f"{i}_{s['name']}" for i, s in samples],
+                  masks, [int(s["label"]) for _, s in samples], textures, list(ds.classes),
+                  {"dataset": dm.name, "split": split, "indices": idx})
+
+
+def _device(t: DictConfig, cfg: DictConfig) -> torch.device:
+    if t.device != "auto":
+        return torch.device(t.device)
+    accel = str(cfg.trainer.get("accelerator", "cpu"))
+    return torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
+
+
+def _autocast(cfg: DictConfig, device: torch.device) -> Any:
+    """bf16 autocast where the trainer asks for it on a GPU (maps are computed in float32 after)."""
+    if device.type == "cuda" and str(cfg.trainer.get("precision", "32")).startswith("bf16"):
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return None
+
+
+def _check_task(t: DictConfig) -> None:
+    if not 0.0 <= float(t.alpha) <= 1.0:
+        raise ValueError(f"task.alpha={t.alpha}: must be in [0, 1]")
+    if not 0.0 <= float(t.discard_ratio) < 1.0:
+        raise ValueError(f"task.discard_ratio={t.discard_ratio}: must be in [0, 1)")
+    if t.batch_size < 1 or t.max_images < 1:
+        raise ValueError("task.batch_size and task.max_images must be >= 1")
+    if t.colormap not in colormaps:
+        raise ValueError(f"task.colormap={t.colormap!r} is not a matplotlib colormap (e.g. inferno, viridis, magma)")
+
+
+def _baselines(masks: torch.Tensor, seed: int, tolerance: int) -> dict[str, dict[str, float]]:
+    """What maps that know nothing score: seeded uniform noise, and a centred Gaussian blob."""
+    n, H, W = masks.shape
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(n, H, W, generator=g)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    centre = torch.exp(-(xx**2 + yy**2) / (2 * 0.3**2)).expand(n, H, W)
+    out = {}
+    for name, maps in (("random", noise), ("centre", centre)):
+        metric = PointingGame(tolerance)
+        metric.update(maps, masks)
+        out[name] = {k: float(v) for k, v in metric.compute().items() if k != "num_images"}
+    return out
+
+
+def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
+    t = cfg.task
+    _check_task(t)
+    method = str(t.method)
+    with phase("model"):
+        device = _device(t, cfg)
+        model = build_model(cfg.model).eval().to(device)
+    layers = [None] if method in ATTENTION_METHODS or not t.target_layers else [str(x) for x in t.target_layers]
+    specs = [MapSpec(method, layer, t.block, str(t.head_fusion), float(t.discard_ratio), bool(t.aug_smooth),
+                     bool(t.eigen_smooth)) for layer in layers]
+    for spec in specs:  # unknown method / layer / a CAM on a headless backbone: refused before any work
+        check_spec(model, spec)
+    if t.target_category is not None and method in ATTENTION_METHODS | CLASS_AGNOSTIC:
+        raise ValueError(f"task.target_category={t.target_category}: method {method} is class-agnostic; "
+                         "use a Grad-CAM method (gradcam, gradcampp, ...) for class targets")
+    with phase("images"):
+        inp = _file_inputs(cfg) if _given(t.images) else _dataset_inputs(cfg)
+    n = inp.images.shape[0]
+    classifier = is_classifier(model) and method not in ATTENTION_METHODS | CLASS_AGNOSTIC
+    n_out = int(model(inp.images[:1].to(device)).shape[-1]) if classifier else None
+    class_names = inp.classes if inp.classes and n_out == len(inp.classes) else None
+    category_indices = (IMAGENET_INDICES if n_out == 1000 and inp.source.get("dataset") == "cue_conflict"
+                        else None)
+    if category_indices is not None:
+        class_names = list(CATEGORIES)
+    autocast = _autocast(cfg, device)
+    prov = run.set_provenance(model_provenance(
+        "attention", OmegaConf.to_container(cfg.model, resolve=True), model, init_seed=cfg.get("seed"),
+        seed=t.seed, dataset=inp.source.get("dataset"), split=inp.source.get("split"), n=n))
+
+    out, loggers = run.dir, run.loggers
+    display = denormalize(inp.images, model.mean, model.std).permute(0, 2, 3, 1).numpy()
+    results: dict[str, Any] = {}
+    masks_t = torch.from_numpy(np.stack(inp.masks)) if inp.masks is not None else None
+    for spec in specs:
+        chunks = []
+        with phase(f"{method} of {n} images (batches of {t.batch_size})"):
+            for s in range(0, n, t.batch_size):
+                x = inp.images[s : s + t.batch_size].to(device)
+                targets = None
+                if classifier:
+                    sl = slice(s, s + t.batch_size)
+                    targets = resolve_targets(
+                        t.target_category, model, x, class_names,
+                        inp.labels[sl] if inp.labels is not None else None,
+                        inp.textures[sl] if inp.textures is not None else None, category_indices)
+                chunks.append(compute_maps(model, x, spec, targets, autocast))
+        res = chunks[0]
+        maps = np.concatenate([c.maps for c in chunks])
+        labels = [lab for c in chunks for lab in c.labels]
+        key = f"{method}@{res.layer.split(' ')[0]}"
+        target_desc = ("class-agnostic" if not classifier else
+                       "prediction" if t.target_category is None else str(t.target_category))
+        title = f"{cfg.model.name} · {method} · layer {res.layer} · target {target_desc}"
+        lprov = prov.replace(layer=res.layer)
+        base = f"{slug(method)}_{slug(res.layer.split(' ')[0])}"
+        save_npy(out / f"maps_{base}.npy", maps)
+        if chunks[0].grid_maps is not None:
+            save_npy(out / f"maps_{base}_grid.npy", np.concatenate([c.grid_maps for c in chunks]))
+        files = []
+        for i in range(min(n, t.max_figures)):
+            fig = image_figure(display[i], maps[i], labels[i], f"{title}\n{inp.names[i]}", lprov, t.alpha,
+                               t.colormap, inp.masks[i] if inp.masks is not None else None)
+            name = f"{i:03d}_{slug(inp.names[i])}"
+            files += save_figure(fig, out / "attention" / base / name, t.formats)
+            log_figure(loggers, f"attention/{base}/{name}", fig, step=0)
+            fig.clf()
+        shown = list(range(len(res.keys))) if len(res.keys) <= 3 else [res.scored % len(res.keys)]
+        grid = grid_figure(display, [maps[i][shown] for i in range(n)], [[labels[i][j] for j in shown] for i in range(n)],
+                           inp.names, title, lprov, t.alpha, t.colormap, inp.masks)
+        grid_files = save_figure(grid, out / f"attention_grid_{base}", t.formats)
+        log_figure(loggers, f"attention/{base}/grid", grid, step=0)
+        grid.clf()
+        entry: dict[str, Any] = {"method": method, "layer": res.layer, "panels": res.keys,
+                                 "scored_panel": res.keys[res.scored], "target": target_desc,
+                                 "maps": str(out / f"maps_{base}.npy"), "grid": [str(f) for f in grid_files],
+                                 "figures": [str(f) for f in files],
+                                 "labels": {inp.names[i]: labels[i] for i in range(n)}}
+        if masks_t is not None:
+            scores = {}
+            for j, panel in enumerate(res.keys):
+                metric = PointingGame(t.tolerance)
+                metric.update(torch.from_numpy(maps[:, j]), masks_t)
+                scores[panel] = {k: float(v) for k, v in metric.compute().items()}
+            entry["pointing_game"] = scores
+            entry["score"] = scores[res.keys[res.scored]]
+            log_scalars(loggers, {f"attention/{key}/{k}": v for k, v in entry["score"].items()}, step=0)
+            log.info("%s: pointing game %.3f, energy inside the mask %.3f (mask area %.3f) over %d images",
+                     key, entry["score"]["pointing_accuracy"], entry["score"]["energy_inside"],
+                     entry["score"]["area_fraction"], n)
+        results[key] = entry
+    write_text(out / "images.txt", "\n".join(inp.names) + "\n")
+    summary: dict[str, Any] = {
+        "task": "attention",
+        "model": cfg.model.name,
+        "checkpoint": cfg.model.get("checkpoint"),
+        "method": method,
+        "images": inp.names,
+        "images_file": str(out / "images.txt"),
+        "source": inp.source,
+        "results": results,
+        "pointing_game": ({"tolerance": t.tolerance, "baselines": _baselines(masks_t, t.seed, t.tolerance)}
+                          if masks_t is not None else
+                          "omitted: no object masks (synthetic data has them; else task.masks_root)"),
+        "config": OmegaConf.to_container(t, resolve=True),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    run.write_summary(summary)
+    return summary
