@@ -20,7 +20,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from selfsup_vis.config.paths import conf_dir
-from selfsup_vis.config.schemas import EmbeddingBackend, FigureFormat, Metric, Pooling, Sampling
+from selfsup_vis.config.schemas import EmbeddingConfig, Pooling, SubsetConfig
 
 
 class Baseline(StrEnum):
@@ -51,7 +51,9 @@ class CompareModelEntry:
 
 
 @dataclass
-class CompareEmbeddingsTaskConfig:
+class CompareEmbeddingsTaskConfig(EmbeddingConfig, SubsetConfig):
+    """The data subset and the embedding settings are task=tsne's (SubsetConfig, EmbeddingConfig)."""
+
     _target_: str = "selfsup_vis.tasks.compare_embeddings.run"
     name: str = "compare_embeddings"
     models: list[CompareModelEntry] = field(default_factory=list)
@@ -60,33 +62,12 @@ class CompareEmbeddingsTaskConfig:
     layers: list[str] = field(default_factory=list)  # empty: every layer of each model
     panel_layer: str | None = None  # layer of the side-by-side panels; default: each model's default
     pooling: Pooling | None = None
-    # the data subset (as task=tsne: same settings, same samples, same cache entries)
-    split: str | None = None
-    max_num_class: int | None = field(default=20, metadata={"min": 1})
-    class_idx: list[int] | None = field(default=None, metadata={"min": 0})
-    max_samples_per_class: int | None = field(default=None, metadata={"min": 1})
-    sampling: Sampling = Sampling.random
-    seed: int = field(default=0, metadata={"min": 0})
-    # the embeddings (as task=tsne)
-    backend: EmbeddingBackend = EmbeddingBackend.auto
-    perplexity: float = field(default=30.0, metadata={"gt": 0})
-    n_iter: int | None = field(default=None, metadata={"min": 1})
-    learning_rate: Any = None
-    early_exaggeration: float = field(default=12.0, metadata={"gt": 0})
-    pca_dims: Any = "auto"
-    n_jobs: int = -1
-    metric: Metric = Metric.cosine
-    standardize: bool = False
     init: SharedInit = SharedInit.pca
-    color_by: str = "label"
     # CKA between every pair of layers of every pair of models
     cka: bool = True
     cka_method: CkaMethod = CkaMethod.auto
     cka_batch_size: int = field(default=1024, metadata={"min": 4})
     pixel_size: int = field(default=32, metadata={"min": 4})
-    cache: bool = True
-    cache_dir: str | None = None
-    formats: list[FigureFormat] = field(default_factory=lambda: [FigureFormat.png])
 
 
 def compose_model_config(option: str, overrides: Sequence[str] = ()) -> DictConfig:

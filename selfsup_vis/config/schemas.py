@@ -180,32 +180,49 @@ class EmbeddingExport(StrEnum):
 
 
 @dataclass
-class TsneTaskConfig:
-    _target_: str = "selfsup_vis.tasks.tsne.run"
-    name: str = "tsne"
-    layers: list[str] = field(default_factory=list)  # empty: the model's default layer(s)
-    pooling: Pooling | None = None  # cls | mean | cls+mean | gap for token layers (model default)
-    final_norm: bool = False  # ViTs: apply the encoder's final norm to block outputs too
+class SubsetConfig:
+    """Which samples are embedded (task=tsne and task=compare_embeddings: same settings, same
+    samples, same feature-cache entries)."""
+
     split: str | None = None  # default: dataset.eval_split
     max_num_class: int | None = field(default=20, metadata={"min": 1})
     class_idx: list[int] | None = field(default=None, metadata={"min": 0})
     max_samples_per_class: int | None = field(default=None, metadata={"min": 1})
     sampling: Sampling = Sampling.random
     seed: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass
+class EmbeddingConfig:
+    """How features become a 2-D map and its numbers (shared by tsne and compare_embeddings)."""
+
     backend: EmbeddingBackend = EmbeddingBackend.auto
     perplexity: float = field(default=30.0, metadata={"gt": 0})
     # None: backend default (sklearn: 1000 as MMSelfSup)
     n_iter: int | None = field(default=None, metadata={"min": 1})
     learning_rate: Any = None  # None: backend default (sklearn: 200 as MMSelfSup), or "auto"
     early_exaggeration: float = field(default=12.0, metadata={"gt": 0})
-    init: str | None = None  # random | pca (backend default)
     pca_dims: Any = "auto"  # PCA pre-reduction: int, null (off) or "auto"
     n_jobs: int = -1
+    # the space (embedding, kNN and trustworthiness all use it) and the colouring
+    metric: Metric = Metric.cosine  # cosine: L2-normalise first | euclidean: raw features
+    standardize: bool = False  # z-score every feature dimension first
+    color_by: str = "label"  # label | shape | texture | regex:<pattern> | csv:<file>:<column>
     cache: bool = True
     cache_dir: str | None = None  # default: $SELFSUP_VIS_CACHE/features or ~/.cache/selfsup_vis
+    formats: list[FigureFormat] = field(default_factory=lambda: [FigureFormat.png])
+
+
+@dataclass
+class TsneTaskConfig(EmbeddingConfig, SubsetConfig):
+    _target_: str = "selfsup_vis.tasks.tsne.run"
+    name: str = "tsne"
+    layers: list[str] = field(default_factory=list)  # empty: the model's default layer(s)
+    pooling: Pooling | None = None  # cls | mean | cls+mean | gap for token layers (model default)
+    final_norm: bool = False  # ViTs: apply the encoder's final norm to block outputs too
+    init: str | None = None  # random | pca (backend default)
     replot: bool = False  # redraw from task.from_dir's saved coordinates, no recomputation
     from_dir: str | None = None
-    formats: list[FigureFormat] = field(default_factory=lambda: [FigureFormat.png])
     projector: bool = True  # TensorBoard projector (when logger has tensorboard) / W&B table
     projector_max_samples: int = field(default=2000, metadata={"min": 1})
     sprite_size: int = field(default=32, metadata={"min": 1})
@@ -214,10 +231,7 @@ class TsneTaskConfig:
     report_thumbnails: int = field(default=1000, metadata={"min": 0})
     thumbnail_size: int = field(default=48, metadata={"min": 8})
     atlas_neighbors: int = field(default=15, metadata={"min": 1})
-    # the space (embedding, kNN and trustworthiness all use it), colouring, thumbnails
-    metric: Metric = Metric.cosine  # cosine: L2-normalise first | euclidean: raw features
-    standardize: bool = False  # z-score every feature dimension first
-    color_by: str = "label"  # label | shape | texture | regex:<pattern> | csv:<file>:<column>
+    # more labelings, thumbnails
     extra_labels: list[str] = field(default_factory=list)  # more labelings scored by kNN
     thumbnails: bool = False  # image thumbnails on the map (thumbnail_size px, one per grid cell)
     thumbnail_grid: int = field(default=20, metadata={"min": 1})
