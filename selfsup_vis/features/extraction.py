@@ -4,10 +4,15 @@ Each rank appends the raw float32 rows of every layer (and the sample positions)
 files while predicting, so memory does not grow with the dataset. Rank zero then writes
 ``features/<layer>.npy`` (N, D) by sample position: the duplicates a DistributedSampler pads
 with land on the same row, and a missing sample is an error rather than a silent hole.
+
+Large subsets are extracted in chunks, each merged as soon as it is complete; a job stopped
+part way (a Slurm time limit or preemption: the requeued job reuses its run directory) extracts
+only the chunks it had not finished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -19,7 +24,7 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from selfsup_vis.utils.io import atomic_path, reserve_space
+from selfsup_vis.utils.io import atomic_path, copy_file, reserve_space
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,11 @@ class FeatureShardWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.work_dir = Path(work_dir)
         self.shard_dir = self.work_dir / "shards"
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.start(self.indices)
+
+    def start(self, indices: np.ndarray) -> None:
+        """Predict ``indices`` next (one chunk of the subset): rows are positions among them."""
         self.positions = {int(i): p for p, i in enumerate(indices)}
         self.dims: dict[str, int] = {}
 
@@ -109,24 +119,82 @@ def merge_shards(shard_dir: Path, out_dir: Path, layers: Sequence[str], n: int) 
     return paths
 
 
+#: samples per chunk: at most this much work is redone when a stopped job is restarted
+CHUNK_SIZE = 20_000
+
+
+def _chunk_dir(work_dir: Path, layers: Sequence[str], indices: np.ndarray, chunk: int) -> Path:
+    """Chunks of one extraction (same layers, samples and chunking) live in their own folder."""
+    key = hashlib.sha256(json.dumps([list(layers), chunk]).encode() + indices.tobytes()).hexdigest()[:16]
+    return work_dir / f"chunks_{key}"
+
+
 def extract_features(
     trainer: pl.Trainer,
     model: pl.LightningModule,
-    datamodule: pl.LightningDataModule,
+    datamodule: Any,
     writer: FeatureShardWriter,
     layers: Sequence[str],
     out_dir: Path,
+    chunk_size: int = CHUNK_SIZE,
 ) -> dict[str, Path] | None:
-    """Run ``trainer.predict`` (whose callbacks include ``writer``) over the datamodule's
-    predict indices; rank zero merges the shards into ``out_dir`` and returns the paths
-    (other ranks return None)."""
+    """Run ``trainer.predict`` (whose callbacks include ``writer``) over ``writer.indices`` of
+    the datamodule's eval split, ``chunk_size`` samples at a time; each complete chunk is
+    merged into ``<work_dir>/chunks_<key>/<k>/`` and skipped when the same extraction runs
+    again in the same work dir. Rank zero concatenates the chunks into ``out_dir`` and returns
+    the paths (other ranks return None)."""
     if writer not in trainer.callbacks:
         raise ValueError("extract_features: pass the FeatureShardWriter to the Trainer (callbacks=)")
+    if chunk_size < 1:
+        raise ValueError(f"extract_features: chunk_size must be >= 1, got {chunk_size}")
     model.configure_features(layers)  # the layers still missing from the cache, validated
-    trainer.predict(model, datamodule=datamodule, return_predictions=False)
-    trainer.strategy.barrier("features-written")
+    indices, n = writer.indices, len(writer.indices)
+    chunks = _chunk_dir(writer.work_dir, layers, indices, chunk_size)
+    starts = list(range(0, n, chunk_size))
+    # read by every rank before any rank writes a new chunk (each predict ends with a barrier)
+    done = {k for k in range(len(starts)) if (chunks / f"{k:05d}" / "complete").is_file()}
+    if done:
+        log.info("resuming feature extraction: %d of %d chunks already extracted in %s",
+                 len(done), len(starts), chunks)
+    for k, start in enumerate(starts):
+        if k in done:
+            continue
+        part = indices[start : start + chunk_size]
+        writer.start(part)
+        datamodule.configure(eval=datamodule.eval_pipeline, predict_indices=part)
+        trainer.predict(model, datamodule=datamodule, return_predictions=False)
+        trainer.strategy.barrier("features-written")
+        if trainer.is_global_zero:
+            merge_shards(writer.shard_dir, chunks / f"{k:05d}", layers, len(part))
+            (chunks / f"{k:05d}" / "complete").touch()
+        trainer.strategy.barrier("chunk-merged")  # no rank clears its shards before the merge
     if not trainer.is_global_zero:
         return None
-    paths = merge_shards(writer.shard_dir, Path(out_dir), layers, len(writer.positions))
+    paths = _concatenate(chunks, len(starts), layers, n, Path(out_dir))
     shutil.rmtree(writer.work_dir, ignore_errors=True)
+    return paths
+
+
+def _concatenate(chunks: Path, count: int, layers: Sequence[str], n: int, out_dir: Path) -> dict[str, Path]:
+    """``out_dir/<layer>.npy`` (N, D) from the chunks in order (a plain move for one chunk)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for layer in layers:
+        name = f"{layer_file_name(layer)}.npy"
+        parts = [np.load(chunks / f"{k:05d}" / name, mmap_mode="r") for k in range(count)]
+        path = out_dir / name
+        if count == 1:  # the common case: the one chunk is the result
+            del parts
+            copy_file(chunks / "00000" / name, path)
+        else:
+            with atomic_path(path) as tmp:
+                merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, parts[0].shape[1]))
+                reserve_space(tmp)
+                row = 0
+                for part in parts:
+                    merged[row : row + len(part)] = part
+                    row += len(part)
+                merged.flush()
+                del merged
+        paths[layer] = path
     return paths
