@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -123,36 +124,21 @@ def file_sha256(path: str | Path) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Parts a checkpoint did not provide
 # ---------------------------------------------------------------------------------------------
+def _prefixes(key: str) -> list[str]:
+    """``a.b.c`` -> ``["a.", "a.b."]``, shortest first."""
+    parts = key.split(".")
+    return [".".join(parts[:i]) + "." for i in range(1, len(parts))]
+
+
 def random_parts(missing: Iterable[str], all_keys: Iterable[str]) -> list[str]:
     """The largest state-dict prefixes (``neck.``, ``decoder.``, ``model.fc.``) all of whose
     tensors are in ``missing``; a lone missing tensor stands for itself (``mask_token``)."""
     missing = set(missing)
     if not missing:
         return []
-    keys = list(all_keys)
-    under: dict[str, int] = {}
-    for k in keys:
-        parts = k.split(".")
-        for i in range(1, len(parts)):
-            p = ".".join(parts[:i]) + "."
-            under[p] = under.get(p, 0) + 1
-    missing_under: dict[str, int] = {}
-    for k in missing:
-        parts = k.split(".")
-        for i in range(1, len(parts)):
-            p = ".".join(parts[:i]) + "."
-            missing_under[p] = missing_under.get(p, 0) + 1
-    out: set[str] = set()
-    for k in missing:
-        parts = k.split(".")
-        chosen = k
-        for i in range(1, len(parts)):
-            p = ".".join(parts[:i]) + "."
-            if missing_under.get(p, 0) == under.get(p, -1):
-                chosen = p
-                break
-        out.add(chosen)
-    return sorted(out)
+    under = Counter(p for k in all_keys for p in _prefixes(k))
+    missing_under = Counter(p for k in missing for p in _prefixes(k))
+    return sorted({next((p for p in _prefixes(k) if missing_under[p] == under[p]), k) for k in missing})
 
 
 def model_random_parts(model: nn.Module) -> list[str]:

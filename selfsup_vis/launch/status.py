@@ -65,10 +65,6 @@ def first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def _write(path: Path, record: dict[str, Any]) -> None:
-    write_json(path, record)
-
-
 def write_job_started(job_dir: Path, task: str) -> dict[str, Any]:
     """The ``running`` record at the start of a job (call on global rank 0 only)."""
     overrides: list[str] = []
@@ -81,7 +77,7 @@ def write_job_started(job_dir: Path, task: str) -> dict[str, Any]:
               "job_num": job_num, "slurm_job_id": slurm_job_id(),
               "sweep_id": os.environ.get(SWEEP_ID_ENV), "started": _now(), "ended": None}
     job_dir.mkdir(parents=True, exist_ok=True)
-    _write(job_dir / STATUS_FILE, record)
+    write_json(job_dir / STATUS_FILE, record)
     return record
 
 
@@ -90,7 +86,7 @@ def write_job_ended(job_dir: Path, record: dict[str, Any], error: BaseException 
     record = {**record, "status": "failed" if error else "done",
               "error": first_line(error) if error else None, "ended": _now()}
     try:
-        _write(job_dir / STATUS_FILE, record)
+        write_json(job_dir / STATUS_FILE, record)
     except OSError as err:  # never hide the task's own outcome
         log.warning("could not write %s: %s", job_dir / STATUS_FILE, err)
 

@@ -217,7 +217,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
             out / "models" / _slug(e["name"]))
         paths = obtain_features(
             entry, use_cache=bool(t.cache), layers=e["layers"], model=model, dm=dm, eval_pipeline=pipeline,
-            indices=indices, labels=labels, names=names, work_dir=out / "_extract" / str(i),
+            indices=indices, labels=labels, names=names, work_dir=out / f"_extract_{i}",
             run_features=out / "features" / _slug(e["name"]),
             make_trainer=lambda cbs: build_trainer(cfg, None, cbs, enable_checkpointing=False), timings=timings)
         features.append(dict(paths) if paths is not None else {})
