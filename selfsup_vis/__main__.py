@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from selfsup_vis.config import conf_dir, register_configs
 from selfsup_vis.config.validate import ConfigError, preflight
 from selfsup_vis.tasks.common import run_task
+from selfsup_vis.utils.exit_hooks import run_pending
 
 register_configs()
 
@@ -85,7 +86,10 @@ def main() -> None:
         if message:
             print(f"Error (config error): {message}", file=sys.stderr)
             sys.exit(2)
-    _hydra_main()
+    try:
+        _hydra_main()
+    finally:
+        run_pending()  # a sweep's status table and summary, also when Hydra raised
 
 
 if __name__ == "__main__":

@@ -1,27 +1,41 @@
-"""Shared test helpers: compose configs like the CLI does, run the real CLI in a subprocess."""
+"""Shared test helpers: compose configs like the CLI does, run the real CLI in this process
+(``run_main``) or, for the few true entry-point tests, in a subprocess (``run_cli``)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+# pytest-xdist runs one worker per core (pyproject addopts: -n auto): each gets an equal share
+# of the cores, so BLAS/OpenMP/numba threads never oversubscribe them (spinning OpenMP threads
+# on a shared core cost several times what they save). Set before numba/torch read them.
+THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = THREADS
 
-from selfsup_vis.config import conf_dir, register_configs
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from selfsup_vis.__main__ import main as cli_main  # noqa: E402
+from selfsup_vis.config import conf_dir, register_configs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SELFSUP_VIS_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(int(THREADS))
+threadpool_limits(int(THREADS))  # numpy's BLAS if it was loaded before the variables were set
 register_configs()
 
 
@@ -61,7 +75,7 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = N
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         "MPLBACKEND": "Agg",
-        "OMP_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": THREADS,
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
@@ -73,6 +87,46 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = N
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def _process_state(cwd: Path, env: dict[str, str]) -> Iterator[None]:
+    """What a CLI run changes in this process and a fresh process would not have: argv, cwd,
+    environment, root-logger handlers (Hydra's job logging) and Hydra's singletons."""
+    root = logging.getLogger()
+    saved = (list(sys.argv), os.getcwd(), dict(os.environ), list(root.handlers), root.level)
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved[0]
+        os.chdir(saved[1])
+        os.environ.clear()
+        os.environ.update(saved[2])
+        for handler in root.handlers:
+            if handler not in saved[3]:
+                handler.close()
+        root.handlers[:] = saved[3]
+        root.setLevel(saved[4])
+        GlobalHydra.instance().clear()
+
+
+def run_main(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m selfsup_vis <args>`` in this process: the real ``main()`` (argument parsing,
+    preflight, Hydra, the harness, exit codes) with stdout/stderr captured, so a CLI test pays
+    for its work and not for importing torch, timm and Lightning again."""
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with _process_state(cwd, {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        sys.argv[:] = ["selfsup_vis", *args]
+        try:
+            cli_main()
+        except SystemExit as stop:
+            code = stop.code
+    code = 0 if code is None else code if isinstance(code, int) else 1
+    return subprocess.CompletedProcess(["selfsup_vis", *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:

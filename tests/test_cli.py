@@ -1,5 +1,6 @@
-"""The CLI: a few true subprocess runs (entry point, help, sweeps, the wheel, Hydra's own
-errors) and browse end to end in-process through the same harness, loggers read back."""
+"""The CLI: true subprocesses for the entry point's help, the installed wheel and the jobs of
+a sweep through the local launcher (submitit starts them); everything else runs the real ``main()`` in this process
+(``run_main``) or the harness (``run_inprocess``), loggers read back."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, assert_ok, run_cli, run_inprocess
+from tests.conftest import REPO, assert_ok, run_cli, run_inprocess, run_main
 from tests.logreaders import tensorboard_tags, wandb_history
 
 
@@ -70,8 +71,9 @@ def test_browse_skip_type_and_val_phase(tmp_path):
 
 
 def test_multirun_through_the_local_launcher(tmp_path):
+    """The jobs are real processes started by submitit; the sweep's command runs here."""
     sweep = tmp_path / "sweep"
-    proc = run_cli(
+    proc = run_main(
         ["-m", "hydra/launcher=local", "task=browse", "model=mocov2_tiny,simmim_tiny",
          "task.n_samples=2", f"hydra.sweep.dir={sweep}"],
         tmp_path,
@@ -85,35 +87,36 @@ def test_multirun_through_the_local_launcher(tmp_path):
 
 def test_failing_job_closes_loggers_and_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli(
+    proc = run_main(
         ["-m", "task=browse", "task.split=nope,train", "task.n_samples=1", "logger=wandb", f"hydra.sweep.dir={sweep}"],
         tmp_path,
     )
     assert "synthetic split 'nope' unknown" in proc.stderr + proc.stdout
+    assert proc.returncode == 1 and "2 jobs, 1 done, 1 not done" in proc.stderr  # the table, before main returns
     statuses = sorted(json.loads(f.read_text())["status"] for f in sweep.glob("*/summary.json"))
     assert statuses == ["failed", "success"]  # the failure is recorded and the second job still ran
 
 
 def test_unknown_option_and_misspelt_key(tmp_path):
-    proc = run_cli(["model=nope"], tmp_path)
+    proc = run_main(["model=nope"], tmp_path)
     assert proc.returncode != 0
     assert "Could not find 'model/nope'" in proc.stderr and "mae_tiny" in proc.stderr
-    proc = run_cli(["task.n_sampels=3"], tmp_path)
+    proc = run_main(["task.n_sampels=3"], tmp_path)
     assert proc.returncode == 2 and "Did you mean task.n_samples?" in proc.stderr
 
 
 def test_bad_dataset_roots(tmp_path):
-    proc = run_cli(["dataset=image_folder", f"dataset.root={tmp_path / 'missing'}", f"hydra.run.dir={tmp_path / 'o'}"], tmp_path)
+    proc = run_main(["dataset=image_folder", f"dataset.root={tmp_path / 'missing'}", f"hydra.run.dir={tmp_path / 'o'}"], tmp_path)
     assert proc.returncode != 0 and "dataset root does not exist" in proc.stderr and "missing" in proc.stderr
     (tmp_path / "empty").mkdir()
-    proc = run_cli(["dataset=image_folder", f"dataset.root={tmp_path / 'empty'}", f"hydra.run.dir={tmp_path / 'o2'}"], tmp_path)
+    proc = run_main(["dataset=image_folder", f"dataset.root={tmp_path / 'empty'}", f"hydra.run.dir={tmp_path / 'o2'}"], tmp_path)
     assert proc.returncode != 0 and "no class sub-folders" in proc.stderr
 
 
 def test_non_writable_output_dir(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    proc = run_cli([f"hydra.run.dir={blocker / 'run'}", "task.n_samples=1"], tmp_path)
+    proc = run_main([f"hydra.run.dir={blocker / 'run'}", "task.n_samples=1"], tmp_path)
     assert proc.returncode != 0
     assert "a_file" in proc.stderr
     assert not (blocker.parent / "run").exists()
@@ -168,12 +171,12 @@ def test_tasks_run_with_a_real_mmpretrain_checkpoint(tmp_path):
             "model.decoder_embed_dim=32", "model.decoder_depth=2", "model.decoder_num_heads=4",
             f"model.checkpoint={FIXTURES / 'mae.pth'}"]
     out = tmp_path / "rec"
-    proc = run_cli(["task=reconstruct", *arch, "task.max_images=2", f"hydra.run.dir={out}"], tmp_path)
+    proc = run_main(["task=reconstruct", *arch, "task.max_images=2", f"hydra.run.dir={out}"], tmp_path)
     assert_ok(proc)
     assert "layout 'mmpretrain MAE'" in proc.stdout + proc.stderr  # the load report
     assert json.loads((out / "summary.json").read_text())["checkpoint"].endswith("mae.pth")
     out = tmp_path / "tsne"
-    proc = run_cli(["task=tsne", *arch, "task.layers=[block1.mean,norm]", "task.max_samples_per_class=4",
+    proc = run_main(["task=tsne", *arch, "task.layers=[block1.mean,norm]", "task.max_samples_per_class=4",
                     "task.backend=pca", f"hydra.run.dir={out}"], tmp_path,
                    env={"SELFSUP_VIS_CACHE": str(tmp_path / "cache")})
     assert_ok(proc)

@@ -19,7 +19,7 @@ from selfsup_vis.data.base import CorruptImageError
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model
 from selfsup_vis.tasks.common import run_task
-from tests.conftest import compose_cfg, run_cli
+from tests.conftest import compose_cfg, run_main
 
 
 def _folder_with_bad_image(root: Path) -> Path:
@@ -54,14 +54,14 @@ def test_failed_browse_leaves_a_failed_summary_listing_partial_figures(tmp_path)
 def test_cli_runtime_error_is_one_line_exit_1_traceback_on_request(tmp_path):
     data = _folder_with_bad_image(tmp_path / "data")
     args = [*BROWSE, f"dataset.root={data}", "logger=none"]
-    proc = run_cli([*args, f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
+    proc = run_main([*args, f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
     assert proc.returncode == 1, proc.stderr
     first = proc.stderr.strip().splitlines()[0]
     assert first.startswith("Error (CorruptImageError): cannot read image") and "zz_bad.png" in first
     assert "Traceback" not in proc.stderr + proc.stdout
     log_file = next((tmp_path / "a").glob("*.log"))
     assert "Traceback" in log_file.read_text()  # kept in the run's log
-    full = run_cli([*args, f"hydra.run.dir={tmp_path / 'b'}"], tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    full = run_main([*args, f"hydra.run.dir={tmp_path / 'b'}"], tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert full.returncode == 1 and full.stderr.startswith("Error (CorruptImageError)")
     assert "Traceback" in full.stderr
 

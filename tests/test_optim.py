@@ -5,8 +5,6 @@ with the effective batch, the schedule fits max_steps / max_time, clipping is ap
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import hydra
 import pytest
@@ -18,7 +16,7 @@ from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model
 from selfsup_vis.models.mmconfig import model_config_from_mm
 from selfsup_vis.models.optim import RunLength, warmup_cosine
-from tests.conftest import REPO, compose_cfg
+from tests.conftest import compose_cfg, run_main
 
 MM_MOCOV2 = {"type": "MoCo", "queue_len": 65536, "feat_dim": 128, "momentum": 0.001,
              "backbone": {"type": "ResNet", "depth": 50}, "neck": {"type": "MoCoV2Neck", "hid_channels": 2048},
@@ -45,9 +43,7 @@ def test_mocov2_trains_with_sgd_from_yaml_and_from_mmpretrain_config():
 
 
 def test_cli_cfg_job_shows_sgd_for_mocov2_tiny(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "selfsup_vis", "task=pretrain", "model=mocov2_tiny", "--cfg", "job"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO),
-                                                                                         "PATH": "/usr/bin:/bin"})
+    proc = run_main(["task=pretrain", "model=mocov2_tiny", "--cfg", "job"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     model = OmegaConf.create(proc.stdout).model
     assert model.optimizer._target_ == "torch.optim.SGD" and model.optimizer.momentum == 0.9

@@ -18,7 +18,7 @@ from selfsup_vis.models import build_model
 from selfsup_vis.reconstruction.compute import reconstruct_batch
 from selfsup_vis.reconstruction.masks import make_masks
 from selfsup_vis.tasks.pretrain import ResumeError, check_resume_checkpoint
-from tests.conftest import assert_ok, compose_cfg, run_cli
+from tests.conftest import assert_ok, compose_cfg, run_main
 
 SMALL = ["dataset.batch_size=8", "dataset.val_samples_per_class=4", "trainer.enable_progress_bar=false",
          "trainer.log_every_n_steps=1"]
@@ -26,7 +26,7 @@ SMALL = ["dataset.batch_size=8", "dataset.val_samples_per_class=4", "trainer.ena
 
 def test_pretrain_cli_callbacks_scalars_and_resume(tmp_path):
     out = tmp_path / "a"
-    proc = run_cli(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+    proc = run_main(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
                     *SMALL, "callbacks.embedding.every_n_epochs=1", "callbacks.embedding.num_samples=32",
                     "callbacks.embedding.backend=pca", "callbacks.feature_health.num_samples=32",
                     "callbacks.reconstruction.num_images=2", "callbacks.checkpoint.every_n_epochs=null",
@@ -55,7 +55,7 @@ def test_pretrain_cli_callbacks_scalars_and_resume(tmp_path):
     assert lr.max() > lr[-1] > 0  # warmup then cosine decay
 
     # resume: the step and epoch continue, nothing is redone
-    proc = run_cli(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
+    proc = run_main(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
                     *SMALL, "callbacks=none", f"task.ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
                     f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
     assert_ok(proc)

@@ -16,7 +16,7 @@ from selfsup_vis.data.base import CorruptImageError
 from selfsup_vis.models.hog import HOGGenerator
 from selfsup_vis.reconstruction.masks import load_mask_file, make_masks
 from selfsup_vis.reconstruction.plots import hog_scale, hog_segments
-from tests.conftest import assert_ok, compose_cfg, run_cli
+from tests.conftest import assert_ok, compose_cfg, run_main
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def _check_outputs(out: Path, n: int, kind: str) -> dict:
 def test_reconstruct_mae_files_converted_and_seeded(tmp_path, tiny_models):
     files = _write_inputs(tmp_path / "in")
     out = tmp_path / "mae"
-    proc = run_cli(["task=reconstruct", "model=mae_tiny", f"task.images=[{files[0]},{tmp_path / 'in'}]",
+    proc = run_main(["task=reconstruct", "model=mae_tiny", f"task.images=[{files[0]},{tmp_path / 'in'}]",
                     "task.max_images=4", "task.seed=3", f"hydra.run.dir={out}"], tmp_path)
     assert_ok(proc)
     log = proc.stdout + proc.stderr
@@ -128,13 +128,13 @@ def test_reconstruct_mae_files_converted_and_seeded(tmp_path, tiny_models):
 
 def test_reconstruct_simmim_dataset_default_and_nonnormpix_mae(tmp_path):
     out = tmp_path / "simmim"
-    assert_ok(run_cli(["task=reconstruct", "model=simmim_tiny", "task.max_images=3", f"hydra.run.dir={out}"],
+    assert_ok(run_main(["task=reconstruct", "model=simmim_tiny", "task.max_images=3", f"hydra.run.dir={out}"],
                       tmp_path))
     s = _check_outputs(out, 3, "pixel_mse")
     assert np.load(out / "reconstructions.npz")["mask"].shape == (3, 16, 16)
     assert s["images"][0]["display_mse"] is not None
     out = tmp_path / "mae_raw"
-    assert_ok(run_cli(["task=reconstruct", "model=mae_tiny", "model.norm_pix=false", "task.max_images=2",
+    assert_ok(run_main(["task=reconstruct", "model=mae_tiny", "model.norm_pix=false", "task.max_images=2",
                        "task.mask_ratio=0.5", f"hydra.run.dir={out}"], tmp_path))
     s = _check_outputs(out, 2, "pixel_mse")
     assert not s["norm_pix"] and all(r["mask_ratio"] == 0.5 for r in s["images"])
@@ -146,7 +146,7 @@ def test_reconstruct_maskfeat_given_mask_and_hog_row(tmp_path):
     mask[1, :, 2:5] = 1
     np.save(tmp_path / "m.npy", mask)
     out = tmp_path / "maskfeat"
-    assert_ok(run_cli(["task=reconstruct", "model=maskfeat_tiny", "task.max_images=2",
+    assert_ok(run_main(["task=reconstruct", "model=maskfeat_tiny", "task.max_images=2",
                        f"task.mask={tmp_path / 'm.npy'}", f"hydra.run.dir={out}"], tmp_path))
     _check_outputs(out, 2, "hog_mse")
     arrays = np.load(out / "reconstructions.npz")

@@ -25,7 +25,7 @@ from selfsup_vis.report.headline import headline_metrics
 from selfsup_vis.report.html import build_run_report
 from selfsup_vis.report.sweep import collect_jobs, summarize_sweep
 from selfsup_vis.tasks.common import run_task
-from tests.conftest import compose_cfg, run_cli
+from tests.conftest import compose_cfg, run_main
 from tests.logreaders import tensorboard_hparams, wandb_config, wandb_history, wandb_summary
 
 LAYERS = ["layer2", "neck"]
@@ -323,7 +323,7 @@ def test_sweep_summary_of_a_2x2_sweep_with_a_failing_job(tmp_path: Path):
     """A real multirun (the eval pipeline has no GaussianBlur, so exactly one job fails): the
     Hydra callback writes the summary, and task=summarize rebuilds it."""
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "task=browse", "model=mocov2_tiny", "task.n_samples=2", "task.phase=train,val",
+    proc = run_main(["-m", "task=browse", "model=mocov2_tiny", "task.n_samples=2", "task.phase=train,val",
                     "task.skip_type=[],[GaussianBlur]", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode != 0  # a job failed
     assert f"sweep summary (3 done, 1 failed): {sweep / 'report.html'}" in proc.stdout + proc.stderr

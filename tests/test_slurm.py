@@ -1,7 +1,8 @@
 """The Slurm launcher presets against a real Slurm (``scripts/ci/slurm_up.sh`` starts a one-node
 one; ``.ci/run`` does it for ``make test``). Skipped only when ``sinfo`` cannot reach a Slurm.
 
-The commands are the README's (Sweeps and clusters), plus ``hydra.sweep.dir`` and tiny sizes.
+The commands are the README's (Sweeps and clusters), plus ``hydra.sweep.dir`` and tiny sizes; the
+sweeps are submitted from this process (``run_main``), the jobs run where Slurm starts them.
 Job states come from ``scontrol show job`` (the CI Slurm has ``accounting_storage/none``, so
 no ``sacct``; finished jobs stay visible for MinJobAge).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, assert_ok, run_cli
+from tests.conftest import REPO, assert_ok, run_main
 
 CI_CONF = Path(os.environ.get("SLURM_CI_DIR", "/tmp/selfsup_vis_slurm")) / "slurm.conf"
 if "SLURM_CONF" not in os.environ and CI_CONF.is_file():
@@ -37,7 +38,9 @@ def _slurm_reachable() -> str | None:
 
 
 _REASON = _slurm_reachable()
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+# one xdist worker runs them in turn: the one-node Slurm has 2 CPUs, and a queued job would only wait
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"),
+              pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
 
 TINY_PRETRAIN = ["task=pretrain", "model=mae_tiny", "dataset=synthetic", "dataset.samples_per_class=8",
                  "dataset.val_samples_per_class=2", "dataset.batch_size=8", "trainer.max_steps=80",
@@ -52,13 +55,22 @@ def job_state(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
+def final_state(job_id: str, timeout: float = 120) -> dict[str, str]:
+    """The job's record once Slurm has seen it end: submitit stores the result (and the sweep
+    returns) a moment before the job's process exits."""
+    deadline = time.time() + timeout
+    while (state := job_state(job_id))["JobState"] in ("RUNNING", "COMPLETING") and time.time() < deadline:
+        time.sleep(0.5)
+    return state
+
+
 def statuses(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/status.json"))]
 
 
 def test_sweep_through_the_preset_as_in_the_readme(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "hydra/launcher=slurm", "task=browse", "model=mae_tiny,simmim_tiny", "task.n_samples=2",
+    proc = run_main(["-m", "hydra/launcher=slurm", "task=browse", "model=mae_tiny,simmim_tiny", "task.n_samples=2",
                     f"hydra.sweep.dir={sweep}"], tmp_path)
     assert_ok(proc)
     jobs = statuses(sweep)
@@ -67,7 +79,7 @@ def test_sweep_through_the_preset_as_in_the_readme(tmp_path):
     assert all(re.fullmatch(r"\d+_[0-9a-f]{8}", p.parent.name) for p in sweep.glob("*/status.json"))
     assert "2 jobs, 2 done, 0 not done" in proc.stdout
     for j in jobs:
-        assert job_state(j["slurm_job_id"])["JobState"] == "COMPLETED"
+        assert final_state(j["slurm_job_id"])["JobState"] == "COMPLETED"
 
 
 @pytest.mark.ddp
@@ -75,9 +87,9 @@ def test_ddp_tsne_on_two_slurm_tasks_equals_one_process(tmp_path):
     common = ["task=tsne", "model=mocov2_tiny", "task.layers=[layer3,neck]", "task.max_num_class=5",
               "task.max_samples_per_class=7", "task.cache=false", "task.backend=pca", "task.projector=false",
               "dataset.batch_size=4"]
-    assert_ok(run_cli([*common, f"hydra.run.dir={tmp_path / 'single'}"], tmp_path))
+    assert_ok(run_main([*common, f"hydra.run.dir={tmp_path / 'single'}"], tmp_path))  # the reference, here
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "hydra/launcher=slurm", *common, "trainer=ddp", "trainer.accelerator=cpu",
+    proc = run_main(["-m", "hydra/launcher=slurm", *common, "trainer=ddp", "trainer.accelerator=cpu",
                     "trainer.devices=2", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert_ok(proc)
     (job_dir,) = [p.parent for p in sweep.glob("*/status.json")]
@@ -92,16 +104,16 @@ def test_ddp_tsne_on_two_slurm_tasks_equals_one_process(tmp_path):
 
 def test_failing_job_is_failed_in_slurm_and_in_the_table(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "hydra/launcher=slurm", "task=browse", "task.split=nope,train", "task.n_samples=1",
+    proc = run_main(["-m", "hydra/launcher=slurm", "task=browse", "task.split=nope,train", "task.n_samples=1",
                     f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode != 0
     jobs = {j["overrides"][1]: j for j in statuses(sweep)}
     bad, good = jobs["task.split=nope"], jobs["task.split=train"]
     assert bad["status"] == "failed" and bad["error"].startswith("ValueError: synthetic split 'nope' unknown")
     assert good["status"] == "done"  # the failing job did not stop the other one
-    assert job_state(bad["slurm_job_id"])["JobState"] == "FAILED"
-    assert job_state(bad["slurm_job_id"])["ExitCode"] == "1:0"
-    assert job_state(good["slurm_job_id"])["JobState"] == "COMPLETED"
+    assert final_state(bad["slurm_job_id"])["JobState"] == "FAILED"
+    assert final_state(bad["slurm_job_id"])["ExitCode"] == "1:0"
+    assert final_state(good["slurm_job_id"])["JobState"] == "COMPLETED"
     table = proc.stderr[proc.stderr.index("2 jobs, 1 done, 1 not done"):]
     assert re.search(r"failed\s+\S+\s+task=browse task.split=nope .*ValueError: synthetic split 'nope'", table)
     (bad_dir,) = [p.parent for p in sweep.glob("*/status.json") if json.loads(p.read_text())["status"] == "failed"]
@@ -136,8 +148,7 @@ def test_pretrain_signalled_before_its_limit_requeues_and_resumes(tmp_path, rank
         if cli.poll() is None:
             cli.kill()
     assert cli.returncode == 0, out[-5000:]
-    while (state := job_state(job_id))["JobState"] in ("RUNNING", "COMPLETING") and time.time() < deadline + 60:
-        time.sleep(0.5)  # the result is stored a moment before Slurm sees the job end
+    state = final_state(job_id)
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1"
     (job_dir,) = [p.parent for p in sweep.glob("*/status.json")]
     summary = json.loads((job_dir / "summary.json").read_text())

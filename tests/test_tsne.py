@@ -10,7 +10,7 @@ import pytest
 
 from selfsup_vis.features.cache import FeatureCacheEntry
 from selfsup_vis.tasks.tsne import select_subset
-from tests.conftest import assert_ok, run_cli
+from tests.conftest import assert_ok, run_cli, run_main
 
 
 def test_select_subset_classes_and_sampling():
@@ -36,8 +36,8 @@ def test_cache_entry_with_foreign_meta_is_rebuilt(tmp_path, caplog):
     assert "does not match" in caplog.text and not entry.dir.exists()
 
 
-def _tsne(tmp_path: Path, out: str, *extra: str, env_cache: Path | None = None):
-    return run_cli(
+def _tsne(tmp_path: Path, out: str, *extra: str, env_cache: Path | None = None, runner=run_main):
+    return runner(
         ["task=tsne", "model=mocov2_tiny", "task.max_samples_per_class=12", f"hydra.run.dir={tmp_path / out}", *extra],
         tmp_path,
         env={"SELFSUP_VIS_CACHE": str(env_cache or tmp_path / "cache")},
@@ -74,7 +74,7 @@ def test_tsne_end_to_end_cache_and_replot(tmp_path):
     assert np.array_equal(np.load(tmp_path / "b" / "features" / "layer4.npy"), np.load(out / "features" / "layer4.npy"))
 
     # replot: same coordinates, new figures, no model
-    proc = run_cli(["task=tsne", "task.replot=true", f"task.from_dir={out}", f"hydra.run.dir={tmp_path / 'c'}"], tmp_path)
+    proc = run_main(["task=tsne", "task.replot=true", f"task.from_dir={out}", f"hydra.run.dir={tmp_path / 'c'}"], tmp_path)
     assert_ok(proc)
     assert (tmp_path / "c" / "tsne_neck.png").is_file()
 
@@ -91,7 +91,8 @@ def test_tsne_ddp_features_equal_single_process(tmp_path):
     common = ["task.layers=[layer3,neck]", "task.max_num_class=5", "task.max_samples_per_class=7",
               "task.cache=false", "task.backend=pca", "task.projector=false", "dataset.batch_size=4"]
     assert_ok(_tsne(tmp_path, "single", *common))
-    ddp = _tsne(tmp_path, "ddp", *common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+    # a subprocess: Lightning's DDP launcher starts rank 1 by re-running this command line
+    ddp = _tsne(tmp_path, "ddp", *common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", runner=run_cli)
     assert_ok(ddp)
     for layer in ("layer3", "neck"):
         one = np.load(tmp_path / "single" / "features" / f"{layer}.npy")

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 
 from selfsup_vis.config.validate import ConfigError, validate
 from selfsup_vis.tasks.common import run_task
-from tests.conftest import compose_cfg, run_cli
+from tests.conftest import compose_cfg, run_main
 
 BAD = [
     (["task=browse", "task.n_samples=0"], r"task\.n_samples=0: must be >= 1"),
@@ -68,14 +68,14 @@ def test_refused_before_any_extraction(tmp_path):
 
 def test_cli_config_error_is_one_line_and_exit_code_2(tmp_path):
     out = tmp_path / "never_created"
-    proc = run_cli(["task=tsne", "model=mocov2_tiny", "task.n_iter=0", "task.max_num_class=-3",
+    proc = run_main(["task=tsne", "model=mocov2_tiny", "task.n_iter=0", "task.max_num_class=-3",
                     f"hydra.run.dir={out}"], tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines[0] == "Error (config error): task.max_num_class=-3: must be >= 1", proc.stderr
     assert "task.n_iter=0" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()  # refused before Hydra made the run directory
-    proc = run_cli(["task=browse", "task.formats=[xyz]", f"hydra.run.dir={out}"], tmp_path)
+    proc = run_main(["task=browse", "task.formats=[xyz]", f"hydra.run.dir={out}"], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error (config error): Error merging override task.formats=[xyz]")
     assert "'xyz'" in proc.stderr

@@ -41,6 +41,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from selfsup_vis.utils.exit_hooks import at_exit
 from selfsup_vis.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class StatusTable(Callback):
 
     Hydra's sweeper raises as soon as it sees a failed job's result, before
     ``on_multirun_end``; the table is then printed when the process exits (after Hydra's own
-    error message, whose exit code is already 1)."""
+    error message, whose exit code is already 1) by ``utils.exit_hooks``."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -190,7 +191,7 @@ class StatusTable(Callback):
         self._sweep_dir = Path(str(config.hydra.sweep.dir))
         self._sweep_id = uuid.uuid4().hex[:12]
         os.environ[SWEEP_ID_ENV] = self._sweep_id  # inherited by local and Slurm jobs
-        atexit.register(self._print)
+        at_exit(self._print)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         bad = self._print()

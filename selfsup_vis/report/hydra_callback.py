@@ -8,7 +8,6 @@ under ``hydra.callbacks``; it never fails a job."""
 
 from __future__ import annotations
 
-import atexit
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from selfsup_vis.report.sweep import summarize_sweep
+from selfsup_vis.utils.exit_hooks import at_exit
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class SweepReportCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.enabled:
             self._sweep_dir = str(config.hydra.sweep.dir)
-            atexit.register(self._at_exit)
+            at_exit(self._at_exit)
 
     def _at_exit(self) -> None:
         if self._sweep_dir is not None and not self._announced:
