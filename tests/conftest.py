@@ -137,3 +137,10 @@ def needs_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found: {path}")
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: the Slurm tests (one xdist group that mostly waits on jobs) start at once
+    beside the rest instead of running alone at the end; then DDP and slow tests."""
+    rank = {"slurm": 0, "ddp": 1, "slow": 2}
+    items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=3))

@@ -264,6 +264,7 @@ def _gradcam_scores(tmp_path: Path, name: str, checkpoint: Path | None, method: 
     return {**entry["score"], "baselines": summary["pointing_game"]["baselines"]}
 
 
+@pytest.mark.slow
 def test_gradcam_points_at_the_shape_only_after_training(compose_in, tmp_path):
     ckpt = tmp_path / "classifier.pt"
     _train_shape_classifier(compose_in, ckpt, steps=40)

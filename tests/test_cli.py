@@ -1,5 +1,5 @@
-"""The CLI: true subprocesses for the entry point's help, the installed wheel and the jobs of
-a sweep through the local launcher (submitit starts them); everything else runs the real ``main()`` in this process
+"""The CLI: true subprocesses for the installed wheel's entry point and the jobs of a sweep
+through the local launcher (submitit starts them); everything else runs the real ``main()`` in this process
 (``run_main``) or the harness (``run_inprocess``), loggers read back."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _nontrivial_png(path: Path, min_side: int = 100) -> None:
 
 
 def test_help_shows_examples(tmp_path):
-    proc = run_cli(["--help"], tmp_path)
+    proc = run_main(["--help"], tmp_path)
     assert_ok(proc)
     assert "Examples:" in proc.stdout and "task=tsne" in proc.stdout and "hydra/launcher=slurm" in proc.stdout
 
@@ -70,6 +70,7 @@ def test_browse_skip_type_and_val_phase(tmp_path):
     assert json.loads((out2 / "summary.json").read_text())["samples"][0]["view_shapes"] == [[3, 64, 64]]
 
 
+@pytest.mark.slow
 def test_multirun_through_the_local_launcher(tmp_path):
     """The jobs are real processes started by submitit; the sweep's command runs here."""
     sweep = tmp_path / "sweep"
@@ -164,6 +165,7 @@ def test_pyproject_lists_every_subpackage():
 FIXTURES = Path(os.environ.get("SELFSUP_VIS_FIXTURES", REPO.parent / "shared" / "fixtures" / "mmpretrain"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (FIXTURES / "mae.pth").is_file(), reason=f"no fixture mae.pth in {FIXTURES}")
 def test_tasks_run_with_a_real_mmpretrain_checkpoint(tmp_path):
     """The fixture MAE (mmpretrain 1.2 format, 224 px / patch 16, 4 blocks of 64) drives the CLI."""

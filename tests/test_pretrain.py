@@ -24,6 +24,7 @@ SMALL = ["dataset.batch_size=8", "dataset.val_samples_per_class=4", "trainer.ena
          "trainer.log_every_n_steps=1"]
 
 
+@pytest.mark.slow
 def test_pretrain_cli_callbacks_scalars_and_resume(tmp_path):
     out = tmp_path / "a"
     proc = run_main(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=3",

@@ -36,7 +36,8 @@ def run_task(cfg: DictConfig) -> dict:
     return _run_task(cfg)
 
 
-# 1280 images at 224 px: ~20 s on 2 idle cores (not marked slow: under a minute)
+# 1280 images at 224 px: ~20 s on 2 idle cores
+@pytest.mark.slow
 def test_real_cue_conflict_with_random_timm_classifier(compose_in, tmp_path):
     root = needs_shared(DATA / "cue-conflict")
     refs = needs_shared(DATA / "model-vs-human" / "raw-data" / "cue-conflict")
@@ -81,6 +82,7 @@ def _synthetic_shape_bias(compose, train_split: str) -> float:
     return summary["shape_bias"]
 
 
+@pytest.mark.slow
 def test_shape_trained_classifier_is_more_shape_biased_than_texture_trained(tmp_path):
     from tests.conftest import compose_cfg
 

@@ -44,6 +44,7 @@ def _tsne(tmp_path: Path, out: str, *extra: str, env_cache: Path | None = None, 
     )
 
 
+@pytest.mark.slow
 def test_tsne_end_to_end_cache_and_replot(tmp_path):
     proc = _tsne(tmp_path, "a", "task.layers=[layer2,layer4,neck]", "logger=many")
     assert_ok(proc)
