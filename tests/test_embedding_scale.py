@@ -132,7 +132,7 @@ def test_large_path_quality_matches_in_memory_path(blobs):
     big = compute_embedding(x, EmbedParams(large_n=0, **fast))
     assert "large" not in small.params and big.params["large"]["path"].startswith("large")
     assert big.params["large"]["pca_sample"] == 1500 and big.params["large"]["k_neighbors"] == 90
-    assert set(big.params["large"]["phases_s"]) == {"pca", "knn", "optimisation"}
+    assert set(big.params["large"]["phases_s"]) == {"pca", "knn", "affinities", "optimisation"}
     qa = embedding_quality(x, small.coords, y)
     qb = embedding_quality(x, big.coords, y)
     for key in ("trustworthiness", "knn_2d@10"):
@@ -260,3 +260,144 @@ def test_report_shows_a_seeded_sample_of_large_runs():
     rows = _report_sample({"n_samples": REPORT_MAX_POINTS + 10, "seed": 2})
     assert rows.size == REPORT_MAX_POINTS and np.all(np.diff(rows) > 0)
     assert np.array_equal(rows, _report_sample({"n_samples": REPORT_MAX_POINTS + 10, "seed": 2}))
+
+
+# --- optimise a seeded sample, place the rest (task.embed_sample) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def mixture6k() -> tuple[np.ndarray, np.ndarray]:
+    return make_clustered_features(6000, dim=128, n_classes=20, seed=0)
+
+
+def test_sample_and_place_against_the_full_large_path(mixture6k):
+    """N = 6000, embed_sample = 2000: a third of the points is optimised, two thirds placed.
+    Tolerance against optimising all 6000 on the same path (measured: trust 0.9892 → 0.9818,
+    2-D kNN@10 0.9675 → 0.9163; placed points 0.899, optimised 0.952 — at this ratio the
+    optimised map has 100 points per class): trustworthiness within 0.02, 2-D kNN@10 within
+    0.08; the placed points' own kNN accuracy within 0.08 of the optimised points'."""
+    x, y = mixture6k
+    fast = {"n_iter": 150, "early_exaggeration_iter": 60, "n_jobs": 1}
+    full = compute_embedding(x, EmbedParams(large_n=0, embed_sample=None, **fast))
+    part = compute_embedding(x, EmbedParams(large_n=0, embed_sample=2000, **fast))
+    info = part.params["large"]
+    assert "placed_n" not in full.params["large"]
+    assert (info["optimised_n"], info["placed_n"], info["k_place"]) == (2000, 4000, large.K_PLACE)
+    assert info["placement"].startswith("median of the k nearest optimised points")
+    assert info["affinity_nnz"] < full.params["large"]["affinity_nnz"] / 2  # P over the sample only
+    assert {"knn of placed rows", "placement"} <= set(info["phases_s"])
+    qa, qb = embedding_quality(x, full.coords, y), embedding_quality(x, part.coords, y)
+    assert abs(qa["trustworthiness"] - qb["trustworthiness"]) <= 0.02, (qa["trustworthiness"], qb["trustworthiness"])
+    assert abs(qa["knn_2d@10"] - qb["knn_2d@10"]) <= 0.08, (qa["knn_2d@10"], qb["knn_2d@10"])
+    mask = large.optimised_mask(6000, info)
+    assert mask.sum() == 2000 and np.array_equal(np.flatnonzero(mask), large.sample_indices(6000, 2000, 0, 1))
+    q = sampled_quality(x, part.coords, y, sample=6000, optimised=mask, n_boot=50)
+    assert q["placement_split"]["placed"] == 4000 and q["knn_2d@10"] == pytest.approx(qb["knn_2d@10"])
+    assert q["knn_2d@10_placed"] > q["knn_2d@10_optimised"] - 0.08
+    assert q["knn_2d@10"] == pytest.approx((2000 * q["knn_2d@10_optimised"] + 4000 * q["knn_2d@10_placed"]) / 6000)
+    # placed points sit among the optimised ones (a median of optimised coordinates + tiny jitter)
+    opt, placed = part.coords[mask], part.coords[~mask]
+    lo, hi = opt.min(axis=0), opt.max(axis=0)
+    slack = 0.01 * (hi - lo)
+    assert np.all(placed >= lo - slack) and np.all(placed <= hi + slack)
+    assert np.unique(placed, axis=0).shape[0] == placed.shape[0]  # the jitter: none stacked exactly
+
+
+def test_place_points_is_openTSNE_median_plus_seeded_jitter():
+    from openTSNE import initialization
+
+    rng = np.random.default_rng(0)
+    opt = rng.normal(size=(500, 2)).astype(np.float32) * 10
+    nb = rng.integers(0, 500, size=(300, 7))
+    a = large.place_points(opt, nb, seed=3, jitter=0.0, chunk_rows=64)
+    np.testing.assert_allclose(a, initialization.median(opt.astype(np.float64), nb), rtol=1e-6)
+    b = large.place_points(opt, nb, seed=3)
+    assert np.array_equal(b, large.place_points(opt, nb, seed=3))  # seeded
+    assert 0 < np.abs(b - a).max() < 0.1 and np.std(b - a) == pytest.approx(large.PLACE_JITTER * np.std(opt[:, 0]), rel=0.2)
+
+
+def test_knn_graph_equals_openTSNE_annoy_build(blobs):
+    """Our threaded neighbour loop over openTSNE's Annoy trees gives openTSNE's graph."""
+    from openTSNE import nearest_neighbors
+
+    reduced = blobs[0][:, :20].copy()
+    for n_jobs in (1, 2):  # (Annoy's trees depend on the number of build threads)
+        ours, ours_d = large.knn_graph(reduced, 30, n_trees=5, seed=4, n_jobs=n_jobs)
+        theirs, theirs_d = nearest_neighbors.Annoy(reduced, 30, metric="euclidean", n_jobs=n_jobs, random_state=4,
+                                                   knn_kwargs={"n_trees": 5}).build()
+        assert ours.dtype == np.int32 and ours_d.dtype == np.float32
+        assert np.array_equal(ours, theirs) and np.allclose(ours_d, theirs_d, rtol=1e-5)
+
+
+def test_query_in_chunks_matches_openTSNE_query(blobs):
+    reduced = blobs[0][:, :20].copy()
+    idx = large.knn_index(reduced[:1000], 15, n_trees=10, seed=0, n_jobs=1)
+    idx.build()
+    rows = np.arange(1000, 1500)
+    ours = large.query_in_chunks(idx, reduced, rows, 5, n_jobs=2, chunk_rows=77)
+    theirs = idx.query(reduced[rows].astype(np.float64), 5)[0]
+    assert np.array_equal(ours, theirs)  # Annoy's default search: openTSNE's neighbours
+    from sklearn.neighbors import NearestNeighbors
+
+    exact = NearestNeighbors(n_neighbors=5).fit(reduced[:1000]).kneighbors(reduced[rows], return_distance=False)
+    wide = large.query_in_chunks(idx, reduced, rows, 5, n_jobs=1, search_k=1000)
+
+    def recall(found: np.ndarray) -> float:
+        return float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(found, exact)]))
+
+    assert recall(wide) >= recall(ours) and recall(wide) > 0.9
+
+
+def test_quality_subsample_is_independent_of_the_optimised_rows():
+    """Seeded samples of different sizes from one seed are nested in numpy; the optimised rows
+    take their own stream, so the quality subsample holds placed points in proportion."""
+    n = 200_000
+    info = {"placed_n": 150_000, "embed_sample": 50_000, "optimised_rows_seed": [0, large.OPTIMISED_STREAM]}
+    mask = large.optimised_mask(n, info)
+    rng = np.random.default_rng(0)  # sampled_quality's draw of a 20 000-point subsample
+    sub = np.sort(rng.choice(n, size=20_000, replace=False))
+    assert 0.22 < mask[sub].mean() < 0.28  # 50k of 200k optimised: a quarter
+    assert mask[large.sample_indices(n, 20_000, 0)].mean() < 0.28  # (without the stream: 1.0)
+
+
+def test_embed_sample_is_checked_at_compose_time(compose_in):
+    from selfsup_vis.config.validate import ConfigError, validate
+    from selfsup_vis.embedding.large import EMBED_SAMPLE
+
+    cfg = compose_in(["task=tsne"])
+    assert cfg.task.embed_sample == EMBED_SAMPLE  # the schema's default is large.EMBED_SAMPLE
+    with pytest.raises(ConfigError, match=r"task\.embed_sample=999: must be >= 1000"):
+        validate(compose_in(["task=tsne", "task.embed_sample=999"]))
+    validate(compose_in(["task=tsne", "task.embed_sample=null"]))  # null: optimise every point
+    with pytest.raises(Exception, match="embed_sample"):
+        compose_in(["task=tsne", "task.embed_sample=many"])
+
+
+def test_task_features_records_and_shows_placement(tmp_path, compose_in, mixture6k, caplog):
+    import matplotlib
+
+    x, y = mixture6k[0][:2500], mixture6k[1][:2500]
+    np.save(tmp_path / "feats.npy", x)
+    np.save(tmp_path / "labels.npy", y)
+    cfg = compose_in(["task=tsne", f"task.features={tmp_path / 'feats.npy'}", f"task.labels={tmp_path / 'labels.npy'}",
+                      "task.large_n=0", "task.embed_sample=1000", "task.quality_sample=1200", "task.n_iter=100", "task.n_jobs=1",
+                      "task.formats=[png,svg]", "task.projector=false", "logger=none"])
+    with matplotlib.rc_context({"svg.fonttype": "none"}), caplog.at_level("WARNING"):
+        run_task(cfg)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "placed" in r.getMessage()]
+    assert len(warned) == 1 and "1000 of 2500 points; the other 1500 were placed" in warned[0]
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    info = saved["layers"]["feats"]
+    big = info["embedding"]["large"]
+    assert (big["optimised_n"], big["placed_n"], big["k_place"]) == (1000, 1500, large.K_PLACE)
+    assert "median" in big["placement"] and info["embedding"]["embed_sample"] == 1000
+    rows = np.load(big["optimised_rows_file"])
+    assert rows.shape == (1000,) and np.array_equal(rows, large.sample_indices(2500, 1000, 0, large.OPTIMISED_STREAM))
+    q = info["quality"]  # a subsample drawn over all 2500 points, split by placed / optimised
+    split = q["placement_split"]
+    assert q["quality_subsample"]["n"] == 1200 and split["optimised"] + split["placed"] == 1200
+    assert 0.5 < split["placed"] / 1200 < 0.7  # 1500 of 2500 were placed
+    assert 0.5 < q["knn_2d@10_placed"] <= 1 and 0.5 < q["knn_2d@10_optimised"] <= 1
+    svg = (tmp_path / "tsne_feats.svg").read_text()
+    assert "optimised on a seeded sample of 1,000 of 2,500 points, 1,500 placed at the median" in svg
+    assert f"placed {q['knn_2d@10_placed']:.3f}" in svg

@@ -241,6 +241,8 @@ class TsneTaskConfig(EmbeddingConfig, SubsetConfig):
     classes: Any = None  # with task.features: class names by label id (list or a text file)
     paths: str | None = None  # with task.features: a text file, one sample path per line
     large_n: int | None = field(default=100_000, metadata={"min": 0})  # memory-bounded path from N
+    # large path: optimise a seeded sample of this many rows, place the rest (null: optimise all)
+    embed_sample: int | None = field(default=250_000, metadata={"min": 1000})
     quality_sample: int = field(default=20_000, metadata={"min": 100})  # quality on a subsample above
     density: bool | None = None  # density image instead of points (null: above 300k points)
 

@@ -9,6 +9,12 @@ terms, so a percentile bootstrap over the points gives its 95 % interval (``<key
 Note that kNN accuracy within a subsample is not the full-N kNN accuracy (the neighbours are
 sparser); the dict says so (``quality_subsample``), and a run at small N with
 ``sample >= N`` gives exactly the full-N numbers.
+
+When only a sample was optimised and the other points were placed (``embedding.large``,
+``task.embed_sample``), the subsample is still drawn over all N (placed and optimised points
+together) and ``optimised`` (a boolean mask) adds the 2-D kNN accuracy of the placed points
+alone and of the optimised points alone (``knn_2d@k_placed`` / ``knn_2d@k_optimised``), so a
+user sees whether placement costs accuracy.
 """
 
 from __future__ import annotations
@@ -54,12 +60,51 @@ def trustworthiness_terms(x: np.ndarray, coords: np.ndarray, k: int = TRUST_K) -
 
 def _interval(values: np.ndarray, rng: np.random.Generator, n_boot: int,
               stat=np.mean) -> list[float]:
-    """95 % percentile bootstrap interval of ``stat`` over the points."""
+    """95 % percentile bootstrap interval of ``stat`` over the points. For 0/1 values (kNN
+    hits) the mean of a resample is Binomial(m, p) / m exactly, drawn without the resamples."""
     if values.size < 2:
         return [float("nan"), float("nan")]
-    draws = rng.integers(0, values.size, size=(n_boot, values.size))
-    boot = np.array([stat(values[d]) for d in draws])
+    if stat is np.mean and np.isin(values, (0.0, 1.0)).all():
+        boot = rng.binomial(values.size, float(values.mean()), size=n_boot) / values.size
+    else:
+        draws = rng.integers(0, values.size, size=(n_boot, values.size))
+        boot = np.array([stat(values[d]) for d in draws])
     return [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+
+
+def _split_by_placement(correct: dict[int, np.ndarray], optimised: np.ndarray,
+                        rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
+    """2-D kNN accuracy of the subsample's placed and optimised points separately."""
+    out: dict[str, Any] = {}
+    for k, hits in correct.items():
+        for tag, sel in (("optimised", optimised), ("placed", ~optimised)):
+            if sel.any():
+                out[f"knn_2d@{k}_{tag}"] = float(hits[sel].mean())
+                out[f"knn_2d@{k}_{tag}_ci95"] = _interval(hits[sel], rng, n_boot)
+    out["placement_split"] = {"optimised": int(optimised.sum()), "placed": int((~optimised).sum()),
+                              "note": "2-D kNN of the subsample's points by how they got their "
+                                      "coordinates (neighbours among all subsample points)"}
+    return out
+
+
+def _subsample(n: int, sample: int, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(n) if n <= sample else np.sort(rng.choice(n, size=sample, replace=False))
+
+
+def placement_knn(coords: np.ndarray, labels: np.ndarray, optimised: np.ndarray, *, seed: int = 0,
+                  sample: int = QUALITY_SAMPLE, ks: tuple[int, ...] = KNN_KS,
+                  n_boot: int = BOOTSTRAP) -> dict[str, Any]:
+    """Only the placed-vs-optimised 2-D kNN numbers of :func:`sampled_quality` (same seeded
+    subsample, same keys), for callers whose other numbers come from ``embedding_quality``."""
+    coords = np.asarray(coords, dtype=np.float32)
+    idx = _subsample(coords.shape[0], sample, np.random.default_rng(seed))
+    lab = np.asarray(labels)[idx]
+    ks_m = tuple(k for k in ks if k < idx.size)
+    if not ks_m:
+        return {}
+    nb = knn_neighbours(coords[idx], max(ks_m))
+    hits = {k: (knn_vote(lab[nb[:, :k]]) == lab).astype(np.float64) for k in ks_m}
+    return _split_by_placement(hits, np.asarray(optimised, dtype=bool)[idx], np.random.default_rng(seed + 1), n_boot)
 
 
 def sampled_quality(
@@ -75,6 +120,7 @@ def sampled_quality(
     n_boot: int = BOOTSTRAP,
     metric: str = "cosine",
     standardize: bool = False,
+    optimised: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The keys of ``embedding_quality`` (``knn_feat@k``, ``knn_2d@k``, ``trustworthiness``,
     ``silhouette_2d``, ``n``, ``n_classes``, ``knn_feat_space``) on a seeded subsample, plus
@@ -82,14 +128,18 @@ def sampled_quality(
 
     ``features`` may be an array, a memmap or ``FeatureShards`` (only sampled rows are read).
     ``standardize`` uses the subsample's statistics (an approximation of the full-N ones).
+    ``optimised``: (N,) bool, True where the t-SNE optimised the point (False: placed); adds
+    ``knn_2d@k_placed`` / ``knn_2d@k_optimised`` and ``placement_split``.
     """
     coords = np.asarray(coords, dtype=np.float32)
     n = coords.shape[0]
-    if len(features) != n or (labels is not None and len(labels) != n):
-        raise ValueError(f"sampled_quality: features ({len(features)}), coords ({n}) and labels "
-                         f"({None if labels is None else len(labels)}) must describe the same samples")
+    if len(features) != n or (labels is not None and len(labels) != n) or (
+            optimised is not None and len(optimised) != n):
+        raise ValueError(f"sampled_quality: features ({len(features)}), coords ({n}), labels "
+                         f"({None if labels is None else len(labels)}) and the optimised mask "
+                         f"({None if optimised is None else len(optimised)}) must describe the same samples")
     rng = np.random.default_rng(seed)
-    idx = np.arange(n) if n <= sample else np.sort(rng.choice(n, size=sample, replace=False))
+    idx = _subsample(n, sample, rng)
     m = idx.size
     x = to_metric_space(_rows(features, idx), metric, standardize)
     xy = coords[idx]
@@ -102,14 +152,20 @@ def sampled_quality(
         space = describe_space(metric, standardize)
         xr = x
         if x.shape[1] > EXACT_MAX_DIM and m > EXACT_MAX_N:
-            xr = PCA(FEATURE_PCA, svd_solver="randomized", random_state=seed).fit_transform(x)
+            # two power iterations as the embedding's own PCA (sklearn's auto: 7, ~4x the time)
+            xr = PCA(FEATURE_PCA, svd_solver="randomized", iterated_power=2, random_state=seed).fit_transform(x)
             space = f"{space[:-1]}, PCA-{FEATURE_PCA})"
+        hits_2d: dict[int, np.ndarray] = {}
         for tag, points in (("feat", xr), ("2d", xy)):
             nb = knn_neighbours(points, max(ks_m))
             for k in ks_m:
                 correct = (knn_vote(lab[nb[:, :k]]) == lab).astype(np.float64)
                 out[f"knn_{tag}@{k}"] = float(correct.mean())
                 out[f"knn_{tag}@{k}_ci95"] = _interval(correct, boot_rng, n_boot)
+                if tag == "2d":
+                    hits_2d[k] = correct
+        if optimised is not None:
+            out.update(_split_by_placement(hits_2d, np.asarray(optimised, dtype=bool)[idx], boot_rng, n_boot))
         out["knn_feat_space"] = space
         out["knn_feat_queries"] = int(m)
     t_idx = np.arange(m) if m <= max_trust else np.sort(rng.choice(m, size=max_trust, replace=False))

@@ -38,9 +38,10 @@ from selfsup_vis.embedding.labels import (
     quality_for,
     resolve_labelings,
 )
+from selfsup_vis.embedding.large import optimised_mask, placement_note
 from selfsup_vis.embedding.plots import plot_embedding, plot_embedding_grid
 from selfsup_vis.embedding.quality import embedding_quality
-from selfsup_vis.embedding.sampled_quality import sampled_quality
+from selfsup_vis.embedding.sampled_quality import placement_knn, sampled_quality
 from selfsup_vis.embedding.space import describe_space
 from selfsup_vis.embedding.thumbnails import load_thumbnails
 from selfsup_vis.features.external import FeatureShards, load_labels
@@ -60,7 +61,7 @@ from selfsup_vis.tasks.common import (
     TaskRun,
     build_trainer,
     phase,
-    )
+)
 from selfsup_vis.utils.io import save_npy, write_text, write_with
 
 log = logging.getLogger(__name__)
@@ -209,19 +210,24 @@ def _run_features(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
             res = compute_embedding(x, params)
         except ValueError as err:
             raise ValueError(f"task.features={feats.source}: {err}") from err
+    optimised = optimised_mask(n, res.params.get("large", {}))  # None unless rows were placed
+    if optimised is not None:  # which rows the t-SNE optimised (the others were placed)
+        res.params["large"]["optimised_rows_file"] = str(save_npy(out / "optimised_rows.npy", np.flatnonzero(optimised)))
     with phase("quality numbers"):
-        if n > int(t.quality_sample):
+        if n > int(t.quality_sample) or optimised is not None:  # over all N, placed and optimised
             quality = sampled_quality(feats, res.coords, labels, seed=int(t.seed), sample=int(t.quality_sample),
-                                      metric=params.metric, standardize=params.standardize)
+                                      metric=params.metric, standardize=params.standardize, optimised=optimised)
         else:
             quality = embedding_quality(x if not large else feats.load(), res.coords, labels, seed=int(t.seed),
                                         metric=params.metric, standardize=params.standardize)
-    with phase("coordinates and figure"):
+    with phase("coordinates (.npy, .csv)"):
         files = _save_coords(out, layer, res.coords, lab.labels, names, lab.classes)
+    with phase("figure"):
         sub = quality.get("quality_subsample")
         title = f"{layer} · n={n}" + (f" · quality on {sub['n']} sampled" if sub and sub["n"] < n else "")
-        fig = plot_embedding(res.coords, labels, lab.classes, title, quality,
-                             footer=res.params["space"], density=t.density)
+        note = placement_note(res.params.get("large", {}), quality)
+        fig = plot_embedding(res.coords, labels, lab.classes, title, quality, density=t.density,
+                             footer=res.params["space"] + (f"\n{note}" if note else ""))
         add_provenance(fig, prov)
         files += save_figure(fig, out / f"tsne_{layer_file_name(layer)}", t.formats)
         log_figure(run.loggers, f"tsne/{layer}", fig)
@@ -319,11 +325,16 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
                 raise ValueError(f"layer {layer!r} of {model.model_name}: {err}") from err
         quality = embedding_quality(np.asarray(feats), res.coords, labels, seed=int(t.seed), metric=params.metric,
                                     standardize=params.standardize, extra_labels=labeling_values(labelings))
+        optimised = optimised_mask(len(res.coords), res.params.get("large", {}))
+        if optimised is not None:  # t-SNE optimised a sample (task.embed_sample), placed the rest
+            quality.update(placement_knn(res.coords, labels, optimised, seed=int(t.seed), sample=int(t.quality_sample)))
+        note = placement_note(res.params.get("large", {}), quality)
         files = _save_coords(out, layer, res.coords, labels, names, classes)
         thumbs = (load_thumbnails(res.coords, base.load_image, indices, int(t.thumbnail_grid),
                                   int(t.thumbnail_size), int(t.seed)) if t.thumbnails else None)
         fig = plot_embedding(res.coords, colour.values, colour.classes, f"{model.model_name} · {layer}",
-                             quality_for(quality, colour), footer=footer_text(res.params["space"], colour),
+                             quality_for(quality, colour),
+                             footer=footer_text(res.params["space"], colour) + (f"\n{note}" if note else ""),
                              color_label=colour.name, thumbnails=thumbs, thumbnail_grid=int(t.thumbnail_grid))
         add_provenance(fig, prov.replace(layer=layer))
         files += save_figure(fig, out / f"tsne_{layer_file_name(layer)}", t.formats)
