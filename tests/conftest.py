@@ -12,9 +12,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-# pytest-xdist runs one worker per core (pyproject addopts: -n auto): each gets an equal share
-# of the cores, so BLAS/OpenMP/numba threads never oversubscribe them (spinning OpenMP threads
-# on a shared core cost several times what they save). Set before numba/torch read them.
+# pytest-xdist (pyproject addopts: -n auto, see pytest_xdist_auto_num_workers) gives every worker
+# an equal share of the cores, at least one thread, so BLAS/OpenMP/numba threads do not
+# oversubscribe them (spinning OpenMP threads on a shared core cost several times what they
+# save). Set before numba/torch read them.
 THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = THREADS
@@ -144,3 +145,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     beside the rest instead of running alone at the end; then DDP and slow tests."""
     rank = {"slurm": 0, "ddp": 1, "slow": 2}
     items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=3))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than cores (at most 4), since the Slurm, DDP and sweep tests
+    mostly wait on processes they started; the threads are split as if there were one each."""
+    return min(4, (os.cpu_count() or 1) + 1)

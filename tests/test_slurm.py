@@ -38,7 +38,8 @@ def _slurm_reachable() -> str | None:
 
 
 _REASON = _slurm_reachable()
-# one xdist worker runs them in turn: the one-node Slurm has 2 CPUs, and a queued job would only wait
+# one xdist worker runs them in turn (measured: spread over the workers, their jobs compete
+# with each other and the suite takes 356 s instead of 316 s)
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"),
               pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
 
@@ -93,8 +94,8 @@ def test_ddp_tsne_on_two_slurm_tasks_equals_one_process(tmp_path):
                     "trainer.devices=2", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert_ok(proc)
     (job_dir,) = [p.parent for p in sweep.glob("*/status.json")]
-    log = next(sweep.glob(".submitit/*/*_1_log.*")).read_text() + (job_dir / "selfsup_vis.log").read_text()
-    assert "world_size" in log.lower() or "MEMBER: 2/2" in log or "distributed" in log.lower(), log[-2000:]
+    rank1 = "".join(p.read_text() for p in sorted(sweep.glob(".submitit/*/*_1_log.*")))  # .out and .err
+    assert "local_rank=1(2)" in rank1 and "MEMBER: 2/2" in rank1, rank1[-2000:]  # Slurm task 1 of 2 joined
     for layer in ("layer3", "neck"):
         one = np.load(tmp_path / "single" / "features" / f"{layer}.npy")
         two = np.load(job_dir / "features" / f"{layer}.npy")
