@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from selfsup_vis.__main__ import main as cli_main  # noqa: E402
 from selfsup_vis.config import conf_dir, register_configs  # noqa: E402
+from selfsup_vis.tasks.common import run_task  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SELFSUP_VIS_SHARED", REPO.parent / "shared"))
@@ -61,8 +62,6 @@ def compose_in(tmp_path: Path) -> Iterator:
 
 def run_inprocess(overrides: list[str], out_dir: Path) -> dict:
     """Compose like the CLI and run the task through the harness in this process."""
-    from selfsup_vis.tasks.common import run_task
-
     try:
         return run_task(compose_cfg(overrides, out_dir))
     finally:
