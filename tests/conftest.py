@@ -68,6 +68,23 @@ def run_inprocess(overrides: list[str], out_dir: Path) -> dict:
         GlobalHydra.instance().clear()
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a test that trains (also with ``-n 0``): on 2 shared, busy
+    cores, 2 threads spin against other jobs and a 10 s training takes minutes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_job(cfg: DictConfig) -> dict:
+    """What ``python -m selfsup_vis`` does after composing: the job sees no ``hydra`` node."""
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return run_task(cfg)
+
+
 def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m selfsup_vis <args>`` in a subprocess, offline, with a small thread budget."""
     full_env = {

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, open_dict
 from timm.models.vision_transformer import VisionTransformer
 
 from selfsup_vis.attention.compute import MapSpec, check_spec, compute_maps
@@ -23,27 +22,13 @@ from selfsup_vis.attention.vit import attention_probs, cls_attention, rollout
 from selfsup_vis.data.synthetic import SyntheticShapes
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model
-from selfsup_vis.tasks.common import run_task as _run_task
 from tests.conftest import compose_cfg
+from tests.conftest import run_job as run_task
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("SELFSUP_VIS_FIXTURES", REPO.parent / "shared" / "fixtures" / "mmpretrain"))
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: 2 shared, busy cores (see test_shape_bias_task)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run_task(cfg: DictConfig) -> dict:
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return _run_task(cfg)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------ pointing game
@@ -69,6 +54,7 @@ def test_pointing_game_on_hand_made_maps():
     metric.update(torch.zeros(1, 8, 8), masks[:1])
     assert metric.compute()["pointing_accuracy"] == 0.2
     assert metric.compute()["energy_inside"] == pytest.approx(1.125 / 4)
+
 
 
 def test_synthetic_object_mask_is_the_shape_and_images_are_unchanged():

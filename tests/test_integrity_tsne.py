@@ -22,14 +22,7 @@ from selfsup_vis.utils.io import save_npy
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none",
          "task.backend=pca", "task.projector=false", "dataset.num_workers=0"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _image(path: Path, seed: int, size: int = 24) -> None:

@@ -7,33 +7,15 @@ import json
 import shutil
 
 import pytest
-import torch
-from omegaconf import DictConfig, open_dict
 
 from selfsup_vis.data.cue_conflict import CueConflictLayoutError
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.shape_bias.analysis import read_csv, shape_bias_stats
-from selfsup_vis.tasks.common import run_task as _run_task
 from tests.conftest import DATA, needs_shared
+from tests.conftest import run_job as run_task
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared, busy cores, 2 threads spin against other jobs and a
-    10 s training takes minutes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run_task(cfg: DictConfig) -> dict:
-    """What ``python -m selfsup_vis`` does after composing: the job sees no ``hydra`` node."""
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return _run_task(cfg)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # 1280 images at 224 px: ~20 s on 2 idle cores
@@ -68,6 +50,7 @@ def test_real_cue_conflict_with_random_timm_classifier(compose_in, tmp_path):
     metrics = (tmp_path / "csv" / "metrics.csv").read_text()
     assert "shape_bias/shape_bias" in metrics and "shape_bias/category/airplane" in metrics
     assert list((tmp_path / "csv" / "images").glob("shape_bias_matrixplot*.png"))
+
 
 
 def _synthetic_shape_bias(compose, train_split: str) -> float:
