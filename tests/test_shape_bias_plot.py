@@ -97,7 +97,6 @@ def test_bad_inputs_are_named(tmp_path):
     assert not (tmp_path / "c" / "shape_bias.csv").exists()
 
 
-@needs_data
 def _script():
     """scripts/plot_shape_bias.py as a module: its ``main(argv)`` is what the command runs."""
     spec = importlib.util.spec_from_file_location("plot_script", REPO / "scripts" / "plot_shape_bias.py")
@@ -106,6 +105,7 @@ def _script():
     return script
 
 
+@needs_data
 def test_script_with_mmselfsup_flags(tmp_path, capsys):
     code = _script().main(["--csv-dir", str(CSV_DIR), "--result-dir", str(tmp_path), "--model-names", "resnet50",
                            "simclr-resnet50x1", "--colors", "65", "90", "140", "210", "150", "0", "--markers", "o",
