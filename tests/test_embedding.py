@@ -13,7 +13,6 @@ from selfsup_vis.embedding.backends import (
     EmbedParams,
     compute_embedding,
     effective_perplexity,
-    embed,
     resolve_backend,
 )
 from selfsup_vis.embedding.plots import (
@@ -29,6 +28,17 @@ from selfsup_vis.embedding.quality import (
     trustworthiness,
 )
 from selfsup_vis.embedding.synthetic import make_clustered_features
+
+
+def embed(features: np.ndarray, backend: str = "auto", **kw) -> np.ndarray:
+    """The coordinates alone (what these tests compare); keywords that are no EmbedParams
+    field go to the backend (``EmbedParams.extra``)."""
+    from dataclasses import fields
+
+    own = {f.name for f in fields(EmbedParams)}
+    params = EmbedParams(backend=backend, **{k: v for k, v in kw.items() if k in own},
+                         extra={k: v for k, v in kw.items() if k not in own})
+    return compute_embedding(features, params).coords
 
 
 @pytest.fixture(scope="module")

@@ -117,8 +117,10 @@ def test_tasks_and_callbacks_do_not_import_each_other():
         src = _package(module)
         for target, _ in imps:
             dst = _package(target)
+            # a task may import the harness (tasks.common) and its own parts (tasks.tsne ->
+            # tasks.tsne_sources), never another task
             if {src, dst} == {"tasks", "callbacks"} or (src == dst == "tasks" and not target.endswith(
-                    ("tasks.common",)) and module != target):
+                    ("tasks.common",)) and module != target and not target.startswith(module + "_")):
                 bad.append(f"{module} -> {target}")
     assert bad == []
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from selfsup_vis.features.cache import FeatureCacheEntry
-from selfsup_vis.tasks.tsne import select_subset
+from selfsup_vis.features.subset import select_indices as select_subset
 from tests.conftest import assert_ok, run_cli, run_main
 
 

@@ -13,11 +13,14 @@ import inspect
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
 from typing import Any
 
 import numpy as np
 
+from selfsup_vis.config.schemas import EmbeddingConfig as _SCHEMA
+from selfsup_vis.config.schemas import SubsetConfig as _SUBSET
 from selfsup_vis.embedding.large import EMBED_SAMPLE, K_PLACE, LARGE_N, PhaseHook, embed_large
 from selfsup_vis.embedding.space import describe_space, to_metric_space
 
@@ -26,10 +29,9 @@ log = logging.getLogger(__name__)
 BACKENDS: tuple[str, ...] = ("opentsne", "sklearn", "pca", "umap")
 MIN_SAMPLES = 4
 
-# MMSelfSup's visualize_tsne.py settings (sklearn.manifold.TSNE)
+# MMSelfSup's visualize_tsne.py settings (sklearn.manifold.TSNE); its perplexity (30) and
+# early exaggeration (12) are the schema's defaults (config.schemas.EmbeddingConfig)
 MMSELFSUP_TSNE: dict[str, Any] = {
-    "perplexity": 30.0,
-    "early_exaggeration": 12.0,
     "learning_rate": 200.0,
     "n_iter": 1000,
     "n_iter_without_progress": 300,
@@ -99,25 +101,39 @@ class EmbedParams:
     metric / standardize: the space everything is computed in (see ``embedding.space``):
       "cosine" (default, rows L2-normalised first) or "euclidean"; standardize z-scores every
       dimension first. ``init`` may also be an (N, 2) array (a shared initialisation).
+    Defaults are the schema's (``config.schemas.EmbeddingConfig``), written there only.
     extra: backend-specific keyword arguments passed through (e.g. openTSNE
       ``n_interpolation_points``, UMAP ``min_dist``).
     """
 
-    backend: str = "auto"
-    seed: int = 0
-    perplexity: float = 30.0
-    pca_dims: int | str | None = "auto"
-    n_iter: int | None = None
+    backend: str = _SCHEMA.backend.value
+    seed: int = _SUBSET.seed
+    perplexity: float = _SCHEMA.perplexity
+    pca_dims: int | str | None = _SCHEMA.pca_dims
+    n_iter: int | None = _SCHEMA.n_iter
     early_exaggeration_iter: int | None = None
-    learning_rate: float | str | None = None
-    init: str | None = None
-    early_exaggeration: float = 12.0
-    n_jobs: int = -1
+    learning_rate: float | str | None = _SCHEMA.learning_rate
+    init: str | np.ndarray | None = None
+    early_exaggeration: float = _SCHEMA.early_exaggeration
+    n_jobs: int = _SCHEMA.n_jobs
     extra: dict[str, Any] = field(default_factory=dict)
-    metric: str = "cosine"
-    standardize: bool = False
+    metric: str = _SCHEMA.metric.value
+    standardize: bool = _SCHEMA.standardize
     large_n: int | None = LARGE_N  # from this N on: the memory-bounded path (embedding.large)
     embed_sample: int | None = EMBED_SAMPLE  # large path: optimise this many rows, place the rest
+
+    @classmethod
+    def from_config(cls, node: Any, *, init: str | np.ndarray | None = None) -> EmbedParams:
+        """The parameters a task node asks for: every field of this class that the node has
+        (``config.schemas.EmbeddingConfig`` and ``TsneTaskConfig``'s large-N keys, already
+        type-checked when Hydra composed them), taken as they are; ``init`` is the backend's
+        initialisation (a name, a shared (N, 2) array, or None for the backend's default)."""
+        own = {f.name for f in fields(cls)} - {"init", "extra"}
+        return cls(**{k: _plain(node[k]) for k in own if k in node}, init=init)
+
+
+def _plain(x: Any) -> Any:
+    return x.value if isinstance(x, Enum) else x
 
 
 @dataclass
@@ -424,66 +440,3 @@ def _compute_large(features, p: EmbedParams, phase: PhaseHook | None) -> Embeddi
     if coords.shape != (n, 2) or not np.isfinite(coords).all():
         raise RuntimeError(f"the large-N path returned an invalid embedding (shape {coords.shape})")
     return EmbeddingResult(coords=coords, params=used, seconds=time.perf_counter() - start)
-
-
-def embed(
-    features: np.ndarray,
-    backend: str = "auto",
-    *,
-    seed: int = 0,
-    perplexity: float = 30.0,
-    pca_dims: int | str | None = "auto",
-    n_iter: int | None = None,
-    early_exaggeration_iter: int | None = None,
-    learning_rate: float | str | None = None,
-    init: str | None = None,
-    early_exaggeration: float = 12.0,
-    n_jobs: int = -1,
-    **extra: Any,
-) -> np.ndarray:
-    """Embed ``features`` (N, D) in 2-D; returns float32 coordinates (N, 2).
-
-    See :class:`EmbedParams` for the meaning of every argument; ``None`` / "auto" pick the
-    backend's default (MMSelfSup's settings for ``sklearn``, tuned fast ones for ``opentsne``).
-    """
-    params = EmbedParams(
-        backend=backend,
-        seed=seed,
-        perplexity=perplexity,
-        pca_dims=pca_dims,
-        n_iter=n_iter,
-        early_exaggeration_iter=early_exaggeration_iter,
-        learning_rate=learning_rate,
-        init=init,
-        early_exaggeration=early_exaggeration,
-        n_jobs=n_jobs,
-        extra=extra,
-    )
-    return compute_embedding(features, params).coords
-
-
-
-def embed_params_from_config(t: Any, *, init: Any = None) -> EmbedParams:
-    """EmbedParams from a task config carrying the embedding fields (``backend``, ``seed``,
-    ``perplexity``, ``pca_dims``, ``n_iter``, ``learning_rate``, ``early_exaggeration``,
-    ``n_jobs``, ``metric``, ``standardize``), as task=tsne and task=compare_embeddings do;
-    ``init`` is the backend's initialisation (a name, an (N, 2) array or None)."""
-
-    def value(x: Any) -> Any:
-        return x.value if hasattr(x, "value") else x
-
-    return EmbedParams(
-        backend=str(value(t.backend)),
-        seed=int(t.seed),
-        perplexity=float(t.perplexity),
-        pca_dims=t.pca_dims,
-        n_iter=t.n_iter,
-        learning_rate=t.learning_rate,
-        init=init,
-        early_exaggeration=float(t.early_exaggeration),
-        n_jobs=int(t.n_jobs),
-        metric=str(value(t.metric)),
-        standardize=bool(t.standardize),
-        large_n=t.get("large_n", LARGE_N) if hasattr(t, "get") else LARGE_N,
-        embed_sample=t.get("embed_sample", EMBED_SAMPLE) if hasattr(t, "get") else EMBED_SAMPLE,
-    )

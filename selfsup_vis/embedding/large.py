@@ -47,14 +47,15 @@ from typing import Any
 
 import numpy as np
 
+from selfsup_vis.config.schemas import TsneTaskConfig
 from selfsup_vis.embedding.space import to_metric_space
 
 log = logging.getLogger(__name__)
 
-LARGE_N = 100_000  # compute_embedding switches to this path from here on (task.large_n)
+LARGE_N = TsneTaskConfig.large_n  # compute_embedding switches to this path from here (schema: 100k)
 PCA_SAMPLE = 50_000
 CHUNK_ROWS = 16_384
-EMBED_SAMPLE = 250_000  # optimise at most this many rows, place the others (task.embed_sample)
+EMBED_SAMPLE = TsneTaskConfig.embed_sample  # optimise at most this many rows, place the rest (250k)
 # Placement, measured at N = 200k with 50k optimised (bench_scale's mixture, 2-D kNN@10 of the
 # placed points): median of k = 1 / 3 / 5 / 10 / 25 nearest optimised: 0.841 / 0.866 / 0.874 /
 # 0.861 / 0.838; openTSNE's weighted_mean (k = 10) 0.777. Annoy's default search (n_trees × k

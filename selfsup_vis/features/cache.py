@@ -83,10 +83,11 @@ def file_identity(paths: Sequence[str | os.PathLike]) -> str:
 class FeatureCacheEntry:
     """One cache entry (see module docstring)."""
 
-    def __init__(self, root: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, root: Path, meta: dict[str, Any], dir: Path | None = None) -> None:
+        """``dir``: a private entry at that path instead of the keyed one under ``root``."""
         self.meta = {"cache_format": CACHE_FORMAT, **meta}
         key = hashlib.sha256(json.dumps(self.meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        self.dir = Path(root) / f"{meta.get('model', 'model')}-{key}"
+        self.dir = Path(dir) if dir is not None else Path(root) / f"{meta.get('model', 'model')}-{key}"
         self.features_dir = self.dir / "features"
 
     def layer_path(self, layer: str) -> Path:

@@ -1,9 +1,10 @@
-"""From a config to cached features on disk: the subset, the cache key and the extraction.
+"""From a model and a subset (``features/subset.py``) to checked features on disk: the cache
+key, the extraction and a typed :class:`FeatureSet`.
 
 Shared by every task that embeds or compares features (``task=tsne``,
-``task=compare_embeddings``), so that they select the same samples for the same settings, key
-the cache identically (a comparison reuses what a tsne run extracted, and the other way round)
-and extract each (model, checkpoint, layer) once.
+``task=compare_embeddings``), so that they key the cache identically (a comparison reuses what
+a tsne run extracted, and the other way round), extract each (model, checkpoint, layer) once
+and refuse NaN/inf features once, before anything is embedded or drawn.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,41 +33,6 @@ from selfsup_vis.features.cache import (
 from selfsup_vis.features.extraction import FeatureShardWriter, extract_features
 
 log = logging.getLogger(__name__)
-
-
-def select_subset(
-    labels: np.ndarray,
-    n_classes: int,
-    max_num_class: int | None,
-    class_idx: list[int] | None,
-    max_samples_per_class: int | None,
-    sampling: str,
-    seed: int,
-) -> np.ndarray:
-    """Sorted dataset indices: the first ``max_num_class`` classes (or ``class_idx``), at most
-    ``max_samples_per_class`` each (seeded random or first-N)."""
-    labels = np.asarray(labels)
-    if class_idx:
-        bad = [c for c in class_idx if not 0 <= c < n_classes]
-        if bad:
-            raise ValueError(f"task.class_idx {bad} out of range: the dataset has {n_classes} classes (0..{n_classes - 1})")
-        chosen = list(dict.fromkeys(class_idx))
-    else:
-        chosen = list(range(min(max_num_class or n_classes, n_classes)))
-    rng = np.random.default_rng(seed)
-    picked = []
-    for c in chosen:
-        members = np.flatnonzero(labels == c)
-        if max_samples_per_class and members.size > max_samples_per_class:
-            if sampling == "random":
-                members = rng.choice(members, max_samples_per_class, replace=False)
-            else:
-                members = members[:max_samples_per_class]
-        picked.append(members)
-    indices = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
-    if indices.size == 0:
-        raise ValueError(f"t-SNE subset is empty (classes {chosen[:10]} have no samples)")
-    return indices
 
 
 def eval_preprocessing(model_cfg: DictConfig, dm: Any) -> tuple[Any, dict[str, Any]]:
@@ -152,8 +119,77 @@ def obtain_features(
 def cache_entry(cache_dir: str | None, use_cache: bool, meta: dict[str, Any], run_dir: Path) -> FeatureCacheEntry:
     """The cache entry for ``meta`` under ``cache_dir`` (default root); with ``use_cache`` off,
     a private entry inside the run directory."""
-    entry = FeatureCacheEntry(Path(cache_dir) if cache_dir else default_cache_root(), meta)
-    if not use_cache:
-        entry.dir = run_dir / "feature_cache"
-        entry.features_dir = entry.dir / "features"
-    return entry
+    return FeatureCacheEntry(Path(cache_dir) if cache_dir else default_cache_root(), meta,
+                             dir=None if use_cache else run_dir / "feature_cache")
+
+
+CHUNK = 8192
+
+
+def nonfinite_rows(features: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    """Indices of the rows holding NaN or inf, read ``chunk`` rows at a time (a memmap is
+    never loaded whole)."""
+    bad = [np.flatnonzero(~np.isfinite(np.asarray(features[s:s + chunk])).all(axis=1)) + s
+           for s in range(0, len(features), chunk)]
+    return np.concatenate(bad) if bad else np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One model's features of a subset, checked finite: ``paths[layer]`` is the run's
+    ``<layer>.npy`` (row ``i`` = subset sample ``i``), ``cache_dir`` the cache entry they came
+    from, ``extraction_s`` the time spent extracting (0 when all came from the cache)."""
+
+    owner: str
+    paths: dict[str, Path]
+    cache_dir: Path | None = None
+    extraction_s: float = 0.0
+
+    @classmethod
+    def open(cls, owner: str, paths: Mapping[str, Path], names: Sequence[str], **kw: Any) -> FeatureSet:
+        """The features at ``paths``, refused (naming layer, rows and samples) when any row of
+        any layer holds NaN or inf, so a bad later layer never leaves healthy plots behind."""
+        problems = []
+        for layer, path in paths.items():
+            feats = np.load(path, mmap_mode="r")
+            bad = nonfinite_rows(feats)
+            if bad.size:
+                shown = ", ".join(map(str, bad[:10].tolist())) + (", ..." if bad.size > 10 else "")
+                problems.append(f"layer {layer!r} of {owner}: features contain NaN or inf values in {bad.size} "
+                                f"of {len(feats)} rows (row indices: {shown}; first samples: "
+                                f"{', '.join(names[i] for i in bad[:3])})")
+        if problems:
+            raise ValueError("; ".join(problems) + ". Nothing was embedded or plotted. Check the "
+                             "model/layer that produced them (e.g. fp16 overflow, a broken checkpoint).")
+        return cls(owner, dict(paths), **kw)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.paths)
+
+    def array(self, layer: str) -> np.ndarray:
+        """The layer's (N, D) features, memory-mapped."""
+        return np.load(self.paths[layer], mmap_mode="r")
+
+
+def subset_features(model: Any, model_cfg: DictConfig, dataset_cfg: DictConfig, dm: Any, data: Any,
+                    subset: Any, *, layers: Sequence[str], init_seed: int, final_norm: bool,
+                    cache: bool, cache_dir: str | None, private_dir: Path, features_dir: Path,
+                    work_dir: Path, make_trainer: Callable[[list[pl.Callback]], pl.Trainer],
+                    ) -> FeatureSet | None:
+    """``model``'s ``layers`` for ``subset`` (of ``data``, split ``subset.split`` of ``dm``):
+    the cache entry keyed by everything they depend on (a private one in ``private_dir`` with
+    ``cache`` off), the missing layers extracted by every rank, linked into ``features_dir``
+    and checked finite. None on ranks other than zero (they only take part in extraction)."""
+    pipeline, preprocessing = eval_preprocessing(model_cfg, dm)
+    entry = cache_entry(cache_dir, cache, feature_cache_meta(
+        model_cfg, dataset_cfg, init_seed, subset.split, subset.indices, model.pooling, final_norm, data,
+        preprocessing), private_dir)
+    timings: dict[str, float] = {}
+    paths = obtain_features(entry, use_cache=cache, layers=layers, model=model, dm=dm, eval_pipeline=pipeline,
+                            indices=subset.indices, labels=subset.labels, names=subset.names, work_dir=work_dir,
+                            run_features=features_dir, make_trainer=make_trainer, timings=timings)
+    if paths is None:
+        return None
+    return FeatureSet.open(model.model_name, paths, subset.names, cache_dir=entry.dir,
+                           extraction_s=timings.get("extraction_s", 0.0))

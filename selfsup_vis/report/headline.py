@@ -1,8 +1,9 @@
 """The few numbers that say how a run went, read from its summary.json.
 
-They become TensorBoard hparam metrics, W&B summary values and the sweep table's columns,
-so one function decides them for every task (tasks added later can put a ``headline`` dict
-of their own into summary.json).
+They become TensorBoard hparam metrics, W&B summary values, report.html's headline table and
+the sweep table's columns. Every task's typed summary (``selfsup_vis/report/summaries.py``)
+writes its own ``headline`` dict into summary.json, and that is what is read; summaries of
+runs made before (or by tasks not yet typed) get the same numbers derived from their keys.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-KNN_KEYS = ("knn_feat@20", "knn_2d@20", "trustworthiness")
+from selfsup_vis.report.summaries import KNN_KEYS
 
 
 def _num(x: Any) -> float | None:
@@ -29,6 +30,9 @@ def headline_metrics(summary: Mapping[str, Any] | None) -> dict[str, float]:
     """
     if not summary:
         return {}
+    explicit = summary.get("headline")
+    if isinstance(explicit, Mapping):
+        return {str(k): float(v) for k, v in explicit.items() if _num(v) is not None}
     out: dict[str, float] = {}
     layers = summary.get("layers")
     if isinstance(layers, Mapping):
@@ -57,9 +61,6 @@ def headline_metrics(summary: Mapping[str, Any] | None) -> dict[str, float]:
     if isinstance(recon, list) and recon and isinstance(recon[-1], Mapping):
         if (v := _num(recon[-1].get("error"))) is not None:
             out["reconstruction_error"] = v
-    extra = summary.get("headline")
-    if isinstance(extra, Mapping):
-        out.update({str(k): float(v) for k, v in extra.items() if _num(v) is not None})
     return out
 
 

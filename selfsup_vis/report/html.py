@@ -133,7 +133,7 @@ def build_run_report(run_dir: str | Path, error: str | None = None,
         "provenance": prov,
         "provenance_table": Table("Provenance", ["key", "value"], [[k, fmt(v)] for k, v in prov.items()]),
         "headline": Table("Headline numbers", ["metric", "value"], [[k, fmt(v)] for k, v in headline.items()]),
-        "tables": summary_tables({k: v for k, v in summary.items() if k != "traceback"}) if summary else [],
+        "tables": summary_tables({k: v for k, v in summary.items() if k not in ("traceback", "headline")}) if summary else [],
         "figures": figures,
         "data_files": [{"rel": p.relative_to(run.path).as_posix(), "size": human_size(p.stat().st_size)}
                        for p in run.data_files()],

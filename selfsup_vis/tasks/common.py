@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,15 +13,25 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from selfsup_vis.checkpoints.provenance import Provenance, warn_if_random
+from selfsup_vis.checkpoints.provenance import (
+    Provenance,
+    check_random_parts,
+    layer_parts,
+    model_provenance,
+    warn_if_random,
+)
 from selfsup_vis.config.validate import validate
 from selfsup_vis.launch import status as job_status
+from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.report.harness import finish_run
 from selfsup_vis.report.loggers import log_run_config
+from selfsup_vis.report.summaries import TaskSummary
 from selfsup_vis.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -96,15 +106,56 @@ class TaskRun:
             _log_provenance(self._loggers, prov)
         return prov
 
-    def write_summary(self, summary: dict[str, Any], name: str = "summary.json") -> Path | None:
-        """The task's JSON summary in the run directory (rank zero only)."""
+    def model_provenance(self, model: Any, model_cfg: Any, *, layers: list[str] | None = None,
+                         what: str | None = None, **fields: Any) -> Provenance:
+        """Check and record where a built model's weights come from: the parts ``layers``
+        need (everything when None) must not be random unless ``model.allow_random_parts``
+        (refused before work, naming them), then :meth:`set_provenance`."""
+        cfg = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
+        task = str(self.cfg.task.name)
+        random_parts = check_random_parts(
+            model, layer_parts(model, layers) if layers is not None else ("",),
+            what or (f"task.layers={layers}" if layers is not None else f"task={task}"),
+            allow=bool(cfg.get("allow_random_parts", False)))
+        return self.set_provenance(model_provenance(task, cfg, model, init_seed=int(self.cfg.seed),
+                                                    random_parts=random_parts, **fields))
+
+    # --- outputs: figures, scalars and the summary go through the run object
+    def figure(self, fig: Figure, name: str, key: str, *, provenance_layer: str | None = None,
+               formats: Sequence[str] | None = None, step: int = 0) -> list[Path]:
+        """Stamp the run's provenance on ``fig`` (its layer set to ``provenance_layer`` when
+        given), save it as ``<run dir>/<name>.<fmt>`` for every requested format
+        (``task.formats`` unless ``formats``), log it to every logger under ``key`` and close
+        it. Returns the files written."""
+        if self.provenance is None:
+            raise RuntimeError("TaskRun.figure: call set_provenance (or model_provenance) first: "
+                               "every figure says what it was computed from")
+        prov = self.provenance if provenance_layer is None else self.provenance.replace(layer=provenance_layer)
+        add_provenance(fig, prov)
+        files = save_figure(fig, self.dir / name, list(formats if formats is not None else self.cfg.task.formats))
+        log_figure(self.loggers, key, fig, step=step)
+        fig.clf()
+        return files
+
+    def scalars(self, metrics: Mapping[str, Any], step: int = 0) -> None:
+        """The numbers among ``metrics`` (others skipped) to every logger."""
+        log_scalars(self.loggers, {k: v for k, v in metrics.items()
+                                   if isinstance(v, int | float) and not isinstance(v, bool)}, step=step)
+
+    def write_summary(self, summary: TaskSummary | dict[str, Any], name: str = "summary.json") -> Path | None:
+        """The task's JSON summary in the run directory (rank zero only). A typed
+        :class:`TaskSummary` is serialised with its ``headline``; ``task``, ``status``,
+        ``created`` and the provenance (``weights``, ``provenance``) are filled in here."""
         if not is_global_zero():
             return None
+        body = summary.to_dict() if isinstance(summary, TaskSummary) else dict(summary)
+        out: dict[str, Any] = {"task": str(self.cfg.task.get("name", "?")), **body}
         if self.provenance is not None:
-            summary.setdefault("weights", self.provenance.weights)
-            summary.setdefault("provenance", self.provenance.to_dict())
-        summary.setdefault("status", "success")
-        path = write_json(self.dir / name, summary)
+            out.setdefault("weights", self.provenance.weights)
+            out.setdefault("provenance", self.provenance.to_dict())
+        out.setdefault("status", "success")
+        out.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        path = write_json(self.dir / name, out)
         log.info("summary: %s", path)
         return path
 
