@@ -243,6 +243,9 @@ def test_compare_embeddings_two_checkpoints_end_to_end(tmp_path, monkeypatch):
     names = [m["name"] for m in s["models"]]
     assert names[2] == "raw pixels (baseline)" and names[0] != names[1] and len(names) == 3
     assert s["space"] == "cosine (L2-normalised)" and s["n_samples"] == 80
+    # the headline (sweep tables, report.html, logger hparams): each model's panel map
+    assert set(s["headline"]) == {f"{k}/{n}" for k in ("knn_feat@20", "knn_2d@20", "trustworthiness")
+                                  for n in names}
     for f in ("compare_panels.png", "layer_curves.png", "layer_curves.csv", "summary.json"):
         assert (out / f).is_file(), f
     rows = list(csv.DictReader(open(out / "layer_curves.csv")))

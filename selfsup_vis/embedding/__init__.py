@@ -9,8 +9,10 @@ from selfsup_vis.embedding.backends import (
 )
 from selfsup_vis.embedding.labels import (
     Labeling,
+    footer_text,
     labeling_values,
     parse_labeling_specs,
+    quality_for,
     resolve_labelings,
 )
 from selfsup_vis.embedding.layer_maps import (
@@ -34,12 +36,14 @@ __all__ = [
     "LayerMap",
     "compute_embedding",
     "embedding_quality",
+    "footer_text",
     "grid_figure",
     "labeling_values",
     "layer_figure",
     "map_features",
     "map_layer",
     "parse_labeling_specs",
+    "quality_for",
     "rank_layers",
     "resolve_labelings",
     "write_layer_map",

@@ -12,17 +12,46 @@
 - :func:`minibatch_cka`: the unbiased minibatch estimator of Nguyen et al. (ICLR 2021): mean
   unbiased HSIC (Song et al. 2012) over seeded minibatches, for very large N.
 - :func:`cka_matrix`: every pair of layers of two models.
+- :func:`shared_init` and :func:`align_maps`: what ``task=compare_embeddings`` does with them:
+  every map starts from one layout and is aligned onto the first model's panel map.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from selfsup_vis.embedding.space import to_metric_space
+
 EXACT_CKA_MAX_N = 50_000
 _CHUNK = 8192
+INIT_STD = 1e-4  # openTSNE rescales its PCA initialisation to this standard deviation
+
+
+def shared_init(feats: np.ndarray, metric: str, standardize: bool, mode: str, seed: int) -> np.ndarray:
+    """One (N, 2) starting layout for every map of a comparison: PCA of the reference features
+    (in the metric space) or a seeded Gaussian, scaled to openTSNE's standard deviation."""
+    from sklearn.decomposition import PCA
+
+    if mode == "random":
+        init = np.random.default_rng(seed).normal(size=(feats.shape[0], 2))
+    else:
+        x = to_metric_space(np.asarray(feats, dtype=np.float32), metric, standardize)
+        init = PCA(n_components=2, random_state=seed).fit_transform(x) if x.shape[1] >= 2 else np.c_[x, x]
+    init = init - init.mean(axis=0)
+    return (init / max(float(init[:, 0].std()), 1e-12) * INIT_STD).astype(np.float32)
+
+
+def align_maps(maps: Mapping[str, np.ndarray], reference: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Every map of ``maps`` (by layer) Procrustes-aligned onto ``reference`` (reflections and
+    an isotropic scale allowed), and the RMS residual of each."""
+    aligned, residuals = {}, {}
+    for layer, xy in maps.items():
+        pr = procrustes_align(xy, reference, scaling=True, reflection=True)
+        aligned[layer], residuals[layer] = pr.aligned.astype(np.float32), pr.residual
+    return aligned, residuals
 
 
 @dataclass

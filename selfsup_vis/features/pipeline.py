@@ -176,11 +176,12 @@ def subset_features(model: Any, model_cfg: DictConfig, dataset_cfg: DictConfig, 
                     subset: Any, *, layers: Sequence[str], init_seed: int, final_norm: bool,
                     cache: bool, cache_dir: str | None, private_dir: Path, features_dir: Path,
                     work_dir: Path, make_trainer: Callable[[list[pl.Callback]], pl.Trainer],
-                    ) -> FeatureSet | None:
+                    owner: str | None = None) -> FeatureSet | None:
     """``model``'s ``layers`` for ``subset`` (of ``data``, split ``subset.split`` of ``dm``):
     the cache entry keyed by everything they depend on (a private one in ``private_dir`` with
     ``cache`` off), the missing layers extracted by every rank, linked into ``features_dir``
-    and checked finite. None on ranks other than zero (they only take part in extraction)."""
+    and checked finite (errors name ``owner``, default the model's name). None on ranks other
+    than zero (they only take part in extraction)."""
     pipeline, preprocessing = eval_preprocessing(model_cfg, dm)
     entry = cache_entry(cache_dir, cache, feature_cache_meta(
         model_cfg, dataset_cfg, init_seed, subset.split, subset.indices, model.pooling, final_norm, data,
@@ -191,5 +192,5 @@ def subset_features(model: Any, model_cfg: DictConfig, dataset_cfg: DictConfig, 
                             run_features=features_dir, make_trainer=make_trainer, timings=timings)
     if paths is None:
         return None
-    return FeatureSet.open(model.model_name, paths, subset.names, cache_dir=entry.dir,
+    return FeatureSet.open(owner or model.model_name, paths, subset.names, cache_dir=entry.dir,
                            extraction_s=timings.get("extraction_s", 0.0))

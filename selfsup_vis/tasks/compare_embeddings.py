@@ -1,19 +1,20 @@
 """task=compare_embeddings: several models / checkpoints on the same subset, side by side.
 
 config → models composed from the ``model`` group (checked before work) → the data subset
-(task=tsne's selection) → per model the features of every compared layer (task=tsne's cached,
-DDP-exact extraction: a comparison reuses what tsne extracted and the other way round) → per
-(model, layer) an embedding from one shared initialisation, Procrustes-aligned to the first
-model's panel map → aligned panels, quality-by-depth curves and linear CKA heatmaps, with every
-number saved (coordinates, ``layer_curves.csv``, ``cka_<a>__<b>.csv``, summary.json).
+(task=tsne's ``Subset.select``) → per model the features of every compared layer (task=tsne's
+cached, DDP-exact extraction: a comparison reuses what tsne extracted and the other way round)
+→ per (model, layer) a map from one shared initialisation (``embedding.compare.shared_init``),
+Procrustes-aligned to the first model's panel map → aligned panels, quality-by-depth curves and
+linear CKA heatmaps, with every number saved (coordinates, ``layer_curves.csv``,
+``cka_<a>__<b>.csv``, summary.json).
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 import re
 import time
+from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
-from sklearn.decomposition import PCA
 
 from selfsup_vis.checkpoints.provenance import (
     Provenance,
@@ -32,40 +32,58 @@ from selfsup_vis.checkpoints.provenance import (
     warn_if_random,
 )
 from selfsup_vis.config.compare import compose_model_config
-from selfsup_vis.data.datamodule import ImageDataModule
-from selfsup_vis.embedding.backends import compute_embedding, embed_params_from_config
-from selfsup_vis.embedding.compare import cka_matrix, procrustes_align
+from selfsup_vis.embedding import (
+    EmbedParams,
+    LayerMap,
+    footer_text,
+    labeling_values,
+    map_layer,
+    parse_labeling_specs,
+    quality_for,
+    resolve_labelings,
+)
+from selfsup_vis.embedding.compare import INIT_STD, align_maps, cka_matrix, shared_init
 from selfsup_vis.embedding.compare_plots import (
     plot_aligned_panels,
     plot_cka_heatmap,
     plot_layer_curves,
 )
-from selfsup_vis.embedding.labels import (
-    footer_text,
-    labeling_values,
-    parse_labeling_specs,
-    quality_for,
-    resolve_labelings,
-)
-from selfsup_vis.embedding.quality import embedding_quality
-from selfsup_vis.embedding.space import describe_space, to_metric_space
 from selfsup_vis.features.extraction import layer_file_name
-from selfsup_vis.features.pipeline import (
-    cache_entry,
-    eval_preprocessing,
-    feature_cache_meta,
-    obtain_features,
-    select_subset,
-)
+from selfsup_vis.features.pipeline import FeatureSet, eval_preprocessing, subset_features
 from selfsup_vis.features.pixels import PIXELS, pixel_features
+from selfsup_vis.features.subset import Subset
 from selfsup_vis.models import build_model
-from selfsup_vis.plotting.log import log_figure, save_figure
-from selfsup_vis.plotting.provenance import add_provenance
+from selfsup_vis.report.summaries import CompareSummary
 from selfsup_vis.tasks.common import TaskRun, build_trainer, is_global_zero, phase
 from selfsup_vis.utils.io import save_npy, write_with
 
-log = logging.getLogger(__name__)
-INIT_STD = 1e-4  # openTSNE rescales its PCA initialisation to this standard deviation
+CURVE_KEYS = ("knn_feat@10", "knn_feat@20", "knn_2d@10", "knn_2d@20", "trustworthiness")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One compared model as composed (and checked) before any work: its panel name, its
+    model config (None for raw pixels), the layers asked for (None: every layer) and its kind
+    (``model``, the ``random`` baseline or ``pixels``)."""
+
+    name: str
+    model_cfg: DictConfig | None
+    layers: list[str] | None
+    kind: str
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One model's share of the comparison: its layers, the layer of its panel, where its
+    weights come from (None for pixels), its features and one map per layer."""
+
+    entry: Entry
+    layers: list[str]
+    panel_layer: str
+    provenance: Provenance | None
+    features: FeatureSet
+    maps: dict[str, LayerMap] | None = None
+    residuals: dict[str, float] | None = None  # Procrustes RMS of each layer's map
 
 
 def _value(x: Any) -> Any:
@@ -84,8 +102,8 @@ def _file_label(checkpoint: str | None, parts: int = 1) -> str:
     return "/".join(comps[-parts:])
 
 
-def _entries(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Every compared model as {name, model_cfg, layers, kind}: ``task.models``, else the run's
+def _entries(cfg: DictConfig) -> list[Entry]:
+    """Every compared model (:class:`Entry`): ``task.models``, else the run's
     model with each of ``task.checkpoints``, then the baselines. Composed (and so checked)
     before any work."""
     t = cfg.task
@@ -139,7 +157,7 @@ def _entries(cfg: DictConfig) -> list[dict[str, Any]]:
                          "(task.models=[{..., name: <label>}])")
     if len(out) < 2:
         raise ValueError("task=compare_embeddings needs at least two models (or a model and a baseline)")
-    return out
+    return [Entry(**e) for e in out]
 
 
 def _save_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
@@ -152,204 +170,161 @@ def _save_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     return write_with(path, write)
 
 
-def _shared_init(feats: np.ndarray, metric: str, standardize: bool, mode: str, seed: int) -> np.ndarray:
-    """One (N, 2) starting layout for every map: PCA of the reference features (in the metric
-    space) or a seeded Gaussian, scaled to openTSNE's standard deviation."""
-    if mode == "random":
-        init = np.random.default_rng(seed).normal(size=(feats.shape[0], 2))
-    else:
-        x = to_metric_space(np.asarray(feats, dtype=np.float32), metric, standardize)
-        init = PCA(n_components=2, random_state=seed).fit_transform(x) if x.shape[1] >= 2 else np.c_[x, x]
-    init = init - init.mean(axis=0)
-    return (init / max(float(init[:, 0].std()), 1e-12) * INIT_STD).astype(np.float32)
+def _save_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+
+    return write_with(path, write)
 
 
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
-    out = run.dir
-    start_all = time.perf_counter()
+    start = time.perf_counter()
     label_specs = parse_labeling_specs(str(t.color_by), [])
-    entries = _entries(cfg)
+    entries = _entries(cfg)  # composed and checked before any work
     split = t.split or cfg.dataset.eval_split
-    dm: ImageDataModule = hydra.utils.instantiate(cfg.dataset, eval_split=split)
-    base = dm.dataset(split)
-    classes = base.classes
-    indices = select_subset(
-        np.asarray(base.labels), len(classes), t.max_num_class, list(t.class_idx) if t.class_idx else None,
-        t.max_samples_per_class, str(_value(t.sampling)), int(t.seed))
-    labels = np.asarray(base.labels)[indices]
-    names = [base.names[i] for i in indices]
-    colour, labelings = resolve_labelings(label_specs, names, labels, classes)
-    log.info("comparison subset: %d samples of %d classes from %s/%s", indices.size, np.unique(labels).size,
-             dm.name, split)
+    dm = hydra.utils.instantiate(cfg.dataset, eval_split=split)
+    data = dm.dataset(split)
+    subset = Subset.select(data, t, dataset=dm.name, split=split)
+    colour, labelings = resolve_labelings(label_specs, subset.names, subset.labels, subset.classes)
 
-    # --- features: every model's layers, extracted once into the shared cache ------------------
-    timings = {"extraction_s": 0.0, "embedding_s": 0.0, "cka_s": 0.0}
-    provs: list[Provenance | None] = []
-    features: list[dict[str, Path]] = []
-    first_pipeline = None
-    for i, e in enumerate(entries):
-        if e["kind"] == PIXELS:
-            provs.append(None)
-            features.append({})
-            continue
-        mcfg = e["model_cfg"]
-        torch.manual_seed(int(cfg.seed))  # random weights: the same init as task=tsne with this seed
-        layers = e["layers"] or (list(t.layers) or None)
-        model = build_model(mcfg, predict_layers=layers, pooling=t.pooling)
-        if layers is None:
-            model.configure_features(list(model.available_layers()))
-        e["layers"] = list(model.predict_layers)
-        e["panel_layer"] = t.panel_layer if t.panel_layer in e["layers"] else (
-            model.default_layers()[0] if model.default_layers()[0] in e["layers"] else e["layers"][-1])
-        random_parts = check_random_parts(model, layer_parts(model, e["layers"]), f"layers {e['layers']}",
-                                          allow=bool(mcfg.get("allow_random_parts", False)))
-        prov = model_provenance("compare_embeddings", mcfg, model, init_seed=int(cfg.seed),
-                                random_parts=random_parts, seed=int(t.seed), dataset=dm.name, split=split,
-                                n=int(indices.size))
-        if e["kind"] == "model":
-            warn_if_random(prov)
-        provs.append(prov)
-        pipeline, preprocessing = eval_preprocessing(mcfg, dm)
-        first_pipeline = first_pipeline or pipeline
-        entry = cache_entry(t.cache_dir, bool(t.cache), feature_cache_meta(
-            mcfg, cfg.dataset, int(cfg.seed), split, indices, model.pooling, False, base, preprocessing),
-            out / "models" / _slug(e["name"]))
-        paths = obtain_features(
-            entry, use_cache=bool(t.cache), layers=e["layers"], model=model, dm=dm, eval_pipeline=pipeline,
-            indices=indices, labels=labels, names=names, work_dir=out / f"_extract_{i}",
-            run_features=out / "features" / _slug(e["name"]),
-            make_trainer=lambda cbs: build_trainer(cfg, None, cbs, enable_checkpointing=False), timings=timings)
-        features.append(dict(paths) if paths is not None else {})
-        del model
-    if not is_global_zero():  # every rank took part in every extraction; rank zero does the rest
+    # features: every model's layers, extracted once into the shared cache (every rank takes part)
+    extracted = [_extract(cfg, e, i, dm, data, subset, run.dir) for i, e in enumerate(entries) if e.kind != PIXELS]
+    if not is_global_zero():  # rank zero does the rest
         return {}
-    for i, e in enumerate(entries):
-        if e["kind"] == PIXELS:
-            with phase(f"raw pixels of {indices.size} images ({t.pixel_size}² per channel)"):
-                px = pixel_features(base, indices, first_pipeline or eval_preprocessing(cfg.model, dm)[0],
-                                    int(t.pixel_size))
-            features[i] = {PIXELS: save_npy(out / "features" / PIXELS / "pixels.npy", px)}
-            e["panel_layer"] = PIXELS
-    loaded = [{la: np.load(p, mmap_mode="r") for la, p in f.items()} for f in features]
-    for e, feats in zip(entries, loaded):
-        for layer, x in feats.items():
-            bad = np.flatnonzero(~np.isfinite(np.asarray(x)).all(axis=1))
-            if bad.size:
-                raise ValueError(f"{e['name']}, layer {layer!r}: NaN or inf features in {bad.size} rows "
-                                 f"(row indices: {bad[:10].tolist()}; images: {[names[j] for j in bad[:3]]}); "
-                                 "nothing was drawn")
+    models = [next(x for x in extracted if x.entry is e) if e.kind != PIXELS else
+              _pixels(cfg, e, dm, data, subset, run.dir, entries) for e in entries]
 
-    # --- embeddings from one shared initialisation, aligned to the first model's panel map ------
-    params = embed_params_from_config(t)
-    space = describe_space(params.metric, params.standardize)
-    params.init = _shared_init(loaded[0][entries[0]["panel_layer"]], params.metric, params.standardize,
-                               str(_value(t.init)), int(t.seed))
-    extra = labeling_values(labelings)
-    coords: list[dict[str, np.ndarray]] = []
-    quality: list[dict[str, dict[str, Any]]] = []
-    for e, feats in zip(entries, loaded):
-        c_e, q_e = {}, {}
-        for layer, x in feats.items():
-            with phase(f"embedding {e['name']} · {layer} ({x.shape[0]}×{x.shape[1]})"):
-                res = compute_embedding(np.asarray(x, dtype=np.float32), params)
-            timings["embedding_s"] += res.seconds
-            c_e[layer] = res.coords
-            q_e[layer] = embedding_quality(np.asarray(x), res.coords, labels, seed=int(t.seed), metric=params.metric,
-                                           standardize=params.standardize, extra_labels=extra)
-        coords.append(c_e)
-        quality.append(q_e)
-    reference = coords[0][entries[0]["panel_layer"]]
-    residuals: dict[str, dict[str, float]] = {}
-    for e, c_e in zip(entries, coords):
-        residuals[e["name"]] = {}
-        for layer in c_e:
-            pr = procrustes_align(c_e[layer], reference, scaling=True, reflection=True)
-            c_e[layer] = pr.aligned.astype(np.float32)
-            residuals[e["name"]][layer] = pr.residual
-            save_npy(out / "embeddings" / _slug(e["name"]) / f"{layer_file_name(layer)}.npy", c_e[layer])
+    # maps from one shared initialisation, aligned onto the first model's panel map
+    first = models[0]
+    params = EmbedParams.from_config(t, init=shared_init(
+        first.features.array(first.panel_layer), str(_value(t.metric)), bool(t.standardize),
+        str(_value(t.init)), int(t.seed)))
+    models = [_embed(m, subset, params, labeling_values(labelings)) for m in models]
+    models = [_aligned(m, models[0].maps[first.panel_layer].coords, run.dir) for m in models]
 
-    # --- figures and numbers ------------------------------------------------------------------
-    loggers = run.loggers
-    names_list = [e["name"] for e in entries]
-    weights = [p.weights if p is not None else "raw pixels (no weights)" for p in provs]
-    prov = run.set_provenance(Provenance(
-        task="compare_embeddings", model=" | ".join(names_list),
-        weights="; ".join(f"{n}: {w}" for n, w in zip(names_list, weights)), seed=int(t.seed),
-        dataset=dm.name, split=split, n=int(indices.size)))
-    titles = [f"{e['name']}\n{e['panel_layer']}" + (" · RANDOM WEIGHTS" if p is not None and p.random and
-                                                   "RANDOM" not in e["name"] else "")
-              for e, p in zip(entries, provs)]
-    panels = [(title, c_e[e["panel_layer"]]) for title, e, c_e in zip(titles, entries, coords)]
-    fig = plot_aligned_panels(
-        panels, colour.values, colour.classes,
-        {title: quality_for(q_e[e["panel_layer"]], colour) for title, e, q_e in zip(titles, entries, quality)},
-        [p is not None and p.random for p in provs], ncols=min(len(panels), 4),
-        title=f"{len(entries)} models on the same {indices.size} images · aligned (orthogonal Procrustes) to "
-              f"{entries[0]['name']}", footer=footer_text(space, colour) + " · shared initialisation",
-        color_label=colour.name)
-    add_provenance(fig, prov)
-    files = save_figure(fig, out / "compare_panels", t.formats)
-    log_figure(loggers, "compare/panels", fig)
+    names = [m.entry.name for m in models]
+    weights = [m.provenance.weights if m.provenance is not None else "raw pixels (no weights)" for m in models]
+    run.set_provenance(Provenance(
+        task="compare_embeddings", model=" | ".join(names),
+        weights="; ".join(f"{n}: {w}" for n, w in zip(names, weights)), seed=int(t.seed),
+        dataset=dm.name, split=split, n=subset.n))
+    first = models[0]
+    space = first.maps[first.panel_layer].params["space"]
+    files = _panels(run, models, colour, subset, space) + _curves(run, models, space)
+    cka, cka_s = _cka(run, t, models, files) if t.cka else ({}, 0.0)
 
-    curves = {e["name"]: [(la, quality[i][la]) for la in e["layers"] if la in quality[i]]
-              for i, e in enumerate(entries)}
-    rows = [[e["name"], la, round(j / max(len(e["layers"]) - 1, 1), 4),
-             *(quality[i][la].get(k) for k in ("knn_feat@10", "knn_feat@20", "knn_2d@10", "knn_2d@20",
-                                               "trustworthiness"))]
-            for i, e in enumerate(entries) for j, la in enumerate(e["layers"]) if la in quality[i]]
-    files.append(_save_csv(out / "layer_curves.csv", ["model", "layer", "relative_depth", "knn_feat@10",
-                                                      "knn_feat@20", "knn_2d@10", "knn_2d@20", "trustworthiness"],
-                           rows))
-    fig = plot_layer_curves(curves, title=f"quality by depth · space: {space} · labels: dataset classes")
-    add_provenance(fig, prov)
-    files += save_figure(fig, out / "layer_curves", t.formats)
-    log_figure(loggers, "compare/layer_curves", fig)
-
-    cka_results: dict[str, Any] = {}
-    if t.cka:
-        start = time.perf_counter()
-        for a, b in combinations(range(len(entries)), 2):
-            ea, eb = entries[a], entries[b]
-            la, lb = list(loaded[a]), list(loaded[b])
-            with phase(f"linear CKA {ea['name']} ({len(la)} layers) vs {eb['name']} ({len(lb)} layers)"):
-                m = cka_matrix([loaded[a][x] for x in la], [loaded[b][x] for x in lb],
-                               method=str(_value(t.cka_method)), batch_size=int(t.cka_batch_size), seed=int(t.seed))
-            key = f"{_slug(ea['name'])}__{_slug(eb['name'])}"
-            files.append(_save_csv(out / f"cka_{key}.csv", ["layer", *lb],
-                                   [[x, *(f"{v:.6f}" for v in m[r])] for r, x in enumerate(la)]))
-            fig = plot_cka_heatmap(m, la, lb, ea["name"], eb["name"])
-            add_provenance(fig, prov)
-            files += save_figure(fig, out / f"cka_{key}", t.formats)
-            log_figure(loggers, f"compare/cka/{key}", fig)
-            cka_results[key] = {"rows_model": ea["name"], "cols_model": eb["name"], "rows": la, "cols": lb,
-                                "matrix": m.tolist()}
-        timings["cka_s"] = time.perf_counter() - start
-    timings["total_s"] = time.perf_counter() - start_all
-    summary = {
-        "task": "compare_embeddings",
-        "dataset": dm.name,
-        "split": split,
-        "n_samples": int(indices.size),
-        "classes": classes,
-        "seed": int(t.seed),
-        "space": space,
-        "metric": params.metric,
-        "standardize": params.standardize,
-        "color_by": colour.name,
-        "labelings": {lab.name: lab.summary() for lab in (colour, *labelings.values())},
-        "initialisation": f"shared {_value(t.init)} (std {INIT_STD})",
-        "alignment": f"orthogonal Procrustes (reflections, isotropic scale) onto {entries[0]['name']} · "
-                     f"{entries[0]['panel_layer']}",
-        "models": [{"name": e["name"], "kind": e["kind"], "model": None if e["model_cfg"] is None else
-                    str(e["model_cfg"].name), "checkpoint": None if e["model_cfg"] is None else
-                    e["model_cfg"].get("checkpoint"), "weights": w, "layers": e["layers"],
-                    "panel_layer": e["panel_layer"]} for e, w in zip(entries, weights)],
-        "quality": {e["name"]: quality[i] for i, e in enumerate(entries)},
-        "procrustes_rms": residuals,
-        "cka": cka_results,
-        "timings": timings,
-        "files": [str(f) for f in files],
-    }
+    summary = CompareSummary(
+        dataset=dm.name, split=split, n_samples=subset.n, classes=subset.classes, seed=int(t.seed), space=space,
+        metric=params.metric, standardize=params.standardize, color_by=colour.name,
+        labelings={lab.name: lab.summary() for lab in (colour, *labelings.values())},
+        initialisation=f"shared {_value(t.init)} (std {INIT_STD})",
+        alignment=f"orthogonal Procrustes (reflections, isotropic scale) onto {first.entry.name} · {first.panel_layer}",
+        models=[{"name": m.entry.name, "kind": m.entry.kind,
+                 "model": None if m.entry.model_cfg is None else str(m.entry.model_cfg.name),
+                 "checkpoint": None if m.entry.model_cfg is None else m.entry.model_cfg.get("checkpoint"),
+                 "weights": w, "layers": m.layers, "panel_layer": m.panel_layer} for m, w in zip(models, weights)],
+        quality={m.entry.name: {la: lm.quality for la, lm in m.maps.items()} for m in models},
+        procrustes_rms={m.entry.name: m.residuals for m in models}, cka=cka,
+        timings={"extraction_s": sum(m.features.extraction_s for m in models),
+                 "embedding_s": sum(lm.seconds for m in models for lm in m.maps.values()), "cka_s": cka_s,
+                 "total_s": time.perf_counter() - start},
+        files=[str(f) for f in files])
     run.write_summary(summary)
-    return summary
+    return summary.to_dict()
+
+
+def _extract(cfg: DictConfig, e: Entry, i: int, dm: Any, data: Any, subset: Subset, out: Path) -> Compared:
+    """Build one model (random weights: the same init as task=tsne with this seed), record
+    where its weights come from and extract its layers (every rank)."""
+    t = cfg.task
+    layers = e.layers or list(t.layers) or build_model(e.model_cfg, load=False, device="meta").available_layers()
+    torch.manual_seed(int(cfg.seed))
+    model = build_model(e.model_cfg, predict_layers=layers, pooling=t.pooling)
+    layers = list(model.predict_layers)
+    default = model.default_layers()[0]
+    panel = t.panel_layer if t.panel_layer in layers else default if default in layers else layers[-1]
+    random_parts = check_random_parts(model, layer_parts(model, layers), f"layers {layers}",
+                                      allow=bool(e.model_cfg.get("allow_random_parts", False)))
+    prov = model_provenance("compare_embeddings", e.model_cfg, model, init_seed=int(cfg.seed),
+                            random_parts=random_parts, seed=int(t.seed), dataset=dm.name, split=subset.split,
+                            n=subset.n)
+    if e.kind == "model":
+        warn_if_random(prov)
+    features = subset_features(
+        model, e.model_cfg, cfg.dataset, dm, data, subset, layers=layers, init_seed=int(cfg.seed),
+        final_norm=False, cache=bool(t.cache), cache_dir=t.cache_dir, private_dir=out / "models" / _slug(e.name),
+        features_dir=out / "features" / _slug(e.name), work_dir=out / f"_extract_{i}", owner=e.name,
+        make_trainer=lambda cbs: build_trainer(cfg, None, cbs, enable_checkpointing=False))
+    return Compared(e, layers, panel, prov, features)  # type: ignore[arg-type]  # None off rank zero
+
+
+def _pixels(cfg: DictConfig, e: Entry, dm: Any, data: Any, subset: Subset, out: Path,
+            entries: list[Entry]) -> Compared:
+    """The raw-pixel baseline through the first model's eval pipeline."""
+    model_cfg = next((x.model_cfg for x in entries if x.model_cfg is not None), cfg.model)
+    with phase(f"raw pixels of {subset.n} images ({cfg.task.pixel_size}² per channel)"):
+        px = pixel_features(data, subset.indices, eval_preprocessing(model_cfg, dm)[0], int(cfg.task.pixel_size))
+    path = save_npy(out / "features" / PIXELS / "pixels.npy", px)
+    return Compared(e, [PIXELS], PIXELS, None, FeatureSet.open(e.name, {PIXELS: path}, subset.names))
+
+
+def _embed(m: Compared, subset: Subset, params: EmbedParams, extra: dict[str, np.ndarray]) -> Compared:
+    maps = {la: map_layer(la, m.features.array(la), subset.labels, params, owner=m.entry.name,
+                          quality_sample=subset.n, extra_labels=extra, phase=phase)  # (never placed)
+            for la in m.features.layers}
+    return replace(m, maps=maps)
+
+
+def _aligned(m: Compared, reference: np.ndarray, out: Path) -> Compared:
+    """Every map of ``m`` Procrustes-aligned onto ``reference``, saved as
+    ``embeddings/<model>/<layer>.npy``."""
+    aligned, residuals = align_maps({la: lm.coords for la, lm in m.maps.items()}, reference)
+    for layer, xy in aligned.items():
+        save_npy(out / "embeddings" / _slug(m.entry.name) / f"{layer_file_name(layer)}.npy", xy)
+    return replace(m, maps={la: replace(lm, coords=aligned[la]) for la, lm in m.maps.items()}, residuals=residuals)
+
+
+def _panels(run: TaskRun, models: list[Compared], colour: Any, subset: Subset, space: str) -> list[Path]:
+    """The panel layer of every model side by side, in the first one's frame."""
+    titles = [f"{m.entry.name}\n{m.panel_layer}" + (" · RANDOM WEIGHTS" if m.provenance is not None and
+                                                   m.provenance.random and "RANDOM" not in m.entry.name else "")
+              for m in models]
+    fig = plot_aligned_panels(
+        [(title, m.maps[m.panel_layer].coords) for title, m in zip(titles, models)], colour.values, colour.classes,
+        {title: quality_for(m.maps[m.panel_layer].quality, colour) for title, m in zip(titles, models)},
+        [m.provenance is not None and m.provenance.random for m in models], ncols=min(len(models), 4),
+        title=f"{len(models)} models on the same {subset.n} images · aligned (orthogonal Procrustes) to "
+              f"{models[0].entry.name}", footer=footer_text(space, colour) + " · shared initialisation",
+        color_label=colour.name)
+    return run.figure(fig, "compare_panels", "compare/panels")
+
+
+def _curves(run: TaskRun, models: list[Compared], space: str) -> list[Path]:
+    """Quality by relative depth, one line per model: ``layer_curves.csv`` and its figure."""
+    rows = [[m.entry.name, la, round(j / max(len(m.layers) - 1, 1), 4), *(m.maps[la].quality.get(k) for k in CURVE_KEYS)]
+            for m in models for j, la in enumerate(m.layers) if la in m.maps]
+    files = [_save_csv(run.dir / "layer_curves.csv", ["model", "layer", "relative_depth", *CURVE_KEYS], rows)]
+    curves = {m.entry.name: [(la, m.maps[la].quality) for la in m.layers if la in m.maps] for m in models}
+    fig = plot_layer_curves(curves, title=f"quality by depth · space: {space} · labels: dataset classes")
+    return files + run.figure(fig, "layer_curves", "compare/layer_curves")
+
+
+def _cka(run: TaskRun, t: DictConfig, models: list[Compared], files: list[Path]) -> tuple[dict[str, Any], float]:
+    """Linear CKA between every layer of every pair of models: ``cka_<a>__<b>.csv`` + heatmap."""
+    start, results = time.perf_counter(), {}
+    for a, b in combinations(models, 2):
+        la, lb = a.features.layers, b.features.layers
+        with phase(f"linear CKA {a.entry.name} ({len(la)} layers) vs {b.entry.name} ({len(lb)} layers)"):
+            m = cka_matrix([a.features.array(x) for x in la], [b.features.array(x) for x in lb],
+                           method=str(_value(t.cka_method)), batch_size=int(t.cka_batch_size), seed=int(t.seed))
+        key = f"{_slug(a.entry.name)}__{_slug(b.entry.name)}"
+        files.append(_save_csv(run.dir / f"cka_{key}.csv", ["layer", *lb],
+                               [[x, *(f"{v:.6f}" for v in m[r])] for r, x in enumerate(la)]))
+        files += run.figure(plot_cka_heatmap(m, la, lb, a.entry.name, b.entry.name), f"cka_{key}", f"compare/cka/{key}")
+        results[key] = {"rows_model": a.entry.name, "cols_model": b.entry.name, "rows": la, "cols": lb,
+                        "matrix": m.tolist()}
+    return results, time.perf_counter() - start
