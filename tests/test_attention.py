@@ -186,6 +186,9 @@ def test_task_end_to_end_vit_resnet_swin(compose_in, tmp_path, model, method, ex
     score = entry["score"]
     assert score["num_images"] == 3 and 0 < score["area_fraction"] < 1
     assert set(saved["pointing_game"]["baselines"]) == {"random", "centre"}
+    key = next(iter(saved["results"]))  # the headline of sweep tables, report.html and loggers
+    assert saved["headline"][f"pointing_accuracy/{key}"] == score["pointing_accuracy"]
+    assert saved["headline"][f"energy_inside/{key}"] == score["energy_inside"]
     assert saved["weights"] == "random" and saved["provenance"]["flag"] == "RANDOM WEIGHTS"
     images = list((tmp_path / "csv" / "images").glob("attention_*grid*.png"))
     assert images, "the grid reached the CSV logger"

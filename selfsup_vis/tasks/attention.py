@@ -13,7 +13,6 @@ a centred blob's (the synthetic shapes sit near the centre: a centre prior score
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +39,7 @@ from selfsup_vis.data.cue_conflict_categories import CATEGORIES, IMAGENET_INDICE
 from selfsup_vis.data.image_files import expand_images, load_image_files, slug
 from selfsup_vis.data.transforms import denormalize, pipeline_for_model
 from selfsup_vis.models import build_model
-from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.report.summaries import AttentionSummary
 from selfsup_vis.tasks.common import TaskRun, phase
 from selfsup_vis.utils.io import save_npy, write_text
 
@@ -145,6 +144,60 @@ def _baselines(masks: torch.Tensor, seed: int, tolerance: int) -> dict[str, dict
     return out
 
 
+@dataclass(frozen=True)
+class Targets:
+    """What a Grad-CAM method explains: per image the class (prediction, ``task.target_category``,
+    the label, or shape/texture of cue-conflict images); None for class-agnostic maps."""
+
+    classifier: bool
+    class_names: list[str] | None
+    category_indices: Any
+    description: str
+
+
+def _targets(t: DictConfig, model: Any, inp: Inputs, method: str, device: torch.device) -> Targets:
+    classifier = is_classifier(model) and method not in ATTENTION_METHODS | CLASS_AGNOSTIC
+    n_out = int(model(inp.images[:1].to(device)).shape[-1]) if classifier else None
+    class_names = inp.classes if inp.classes and n_out == len(inp.classes) else None
+    category_indices = (IMAGENET_INDICES if n_out == 1000 and inp.source.get("dataset") == "cue_conflict"
+                        else None)
+    if category_indices is not None:
+        class_names = list(CATEGORIES)
+    desc = ("class-agnostic" if not classifier else
+            "prediction" if t.target_category is None else str(t.target_category))
+    return Targets(classifier, class_names, category_indices, desc)
+
+
+def _compute(t: DictConfig, model: Any, inp: Inputs, spec: MapSpec, tg: Targets, device: torch.device,
+             autocast: Any) -> tuple[Any, np.ndarray, list[list[str]], np.ndarray | None]:
+    """The maps of every image in batches of ``task.batch_size``: (first chunk's result, maps
+    (N, K, H, W), panel labels per image, token-grid maps or None)."""
+    chunks = []
+    with phase(f"{spec.method} of {len(inp.images)} images (batches of {t.batch_size})"):
+        for s in range(0, len(inp.images), t.batch_size):
+            x = inp.images[s : s + t.batch_size].to(device)
+            targets = None
+            if tg.classifier:
+                sl = slice(s, s + t.batch_size)
+                targets = resolve_targets(
+                    t.target_category, model, x, tg.class_names,
+                    inp.labels[sl] if inp.labels is not None else None,
+                    inp.textures[sl] if inp.textures is not None else None, tg.category_indices)
+            chunks.append(compute_maps(model, x, spec, targets, autocast))
+    grid = np.concatenate([c.grid_maps for c in chunks]) if chunks[0].grid_maps is not None else None
+    return chunks[0], np.concatenate([c.maps for c in chunks]), [lab for c in chunks for lab in c.labels], grid
+
+
+def _score(t: DictConfig, keys: list[str], maps: np.ndarray, masks: torch.Tensor) -> dict[str, dict[str, float]]:
+    """The pointing game and the energy inside the object mask of every panel."""
+    scores = {}
+    for j, panel in enumerate(keys):
+        metric = PointingGame(t.tolerance)
+        metric.update(torch.from_numpy(maps[:, j]), masks)
+        scores[panel] = {k: float(v) for k, v in metric.compute().items()}
+    return scores
+
+
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     _check_task(t)
@@ -163,94 +216,52 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     with phase("images"):
         inp = _file_inputs(cfg) if _given(t.images) else _dataset_inputs(cfg)
     n = inp.images.shape[0]
-    classifier = is_classifier(model) and method not in ATTENTION_METHODS | CLASS_AGNOSTIC
-    n_out = int(model(inp.images[:1].to(device)).shape[-1]) if classifier else None
-    class_names = inp.classes if inp.classes and n_out == len(inp.classes) else None
-    category_indices = (IMAGENET_INDICES if n_out == 1000 and inp.source.get("dataset") == "cue_conflict"
-                        else None)
-    if category_indices is not None:
-        class_names = list(CATEGORIES)
-    autocast = _autocast(cfg, device)
-    prov = run.set_provenance(model_provenance(
+    tg = _targets(t, model, inp, method, device)
+    run.set_provenance(model_provenance(
         "attention", OmegaConf.to_container(cfg.model, resolve=True), model, init_seed=cfg.get("seed"),
         seed=t.seed, dataset=inp.source.get("dataset"), split=inp.source.get("split"), n=n))
 
-    out, loggers = run.dir, run.loggers
+    out = run.dir
     display = denormalize(inp.images, model.mean, model.std).permute(0, 2, 3, 1).numpy()
+    masks = torch.from_numpy(np.stack(inp.masks)) if inp.masks is not None else None
     results: dict[str, Any] = {}
-    masks_t = torch.from_numpy(np.stack(inp.masks)) if inp.masks is not None else None
     for spec in specs:
-        chunks = []
-        with phase(f"{method} of {n} images (batches of {t.batch_size})"):
-            for s in range(0, n, t.batch_size):
-                x = inp.images[s : s + t.batch_size].to(device)
-                targets = None
-                if classifier:
-                    sl = slice(s, s + t.batch_size)
-                    targets = resolve_targets(
-                        t.target_category, model, x, class_names,
-                        inp.labels[sl] if inp.labels is not None else None,
-                        inp.textures[sl] if inp.textures is not None else None, category_indices)
-                chunks.append(compute_maps(model, x, spec, targets, autocast))
-        res = chunks[0]
-        maps = np.concatenate([c.maps for c in chunks])
-        labels = [lab for c in chunks for lab in c.labels]
+        res, maps, labels, grid_maps = _compute(t, model, inp, spec, tg, device, _autocast(cfg, device))
         key = f"{method}@{res.layer.split(' ')[0]}"
-        target_desc = ("class-agnostic" if not classifier else
-                       "prediction" if t.target_category is None else str(t.target_category))
-        title = f"{cfg.model.name} · {method} · layer {res.layer} · target {target_desc}"
-        lprov = prov.replace(layer=res.layer)
+        title = f"{cfg.model.name} · {method} · layer {res.layer} · target {tg.description}"
         base = f"{slug(method)}_{slug(res.layer.split(' ')[0])}"
         save_npy(out / f"maps_{base}.npy", maps)
-        if chunks[0].grid_maps is not None:
-            save_npy(out / f"maps_{base}_grid.npy", np.concatenate([c.grid_maps for c in chunks]))
+        if grid_maps is not None:
+            save_npy(out / f"maps_{base}_grid.npy", grid_maps)
         files = []
         for i in range(min(n, t.max_figures)):
-            fig = image_figure(display[i], maps[i], labels[i], f"{title}\n{inp.names[i]}", lprov, t.alpha,
+            fig = image_figure(display[i], maps[i], labels[i], f"{title}\n{inp.names[i]}", None, t.alpha,
                                t.colormap, inp.masks[i] if inp.masks is not None else None)
             name = f"{i:03d}_{slug(inp.names[i])}"
-            files += save_figure(fig, out / "attention" / base / name, t.formats)
-            log_figure(loggers, f"attention/{base}/{name}", fig, step=0)
-            fig.clf()
+            files += run.figure(fig, f"attention/{base}/{name}", f"attention/{base}/{name}", provenance_layer=res.layer)
         shown = list(range(len(res.keys))) if len(res.keys) <= 3 else [res.scored % len(res.keys)]
         grid = grid_figure(display, [maps[i][shown] for i in range(n)], [[labels[i][j] for j in shown] for i in range(n)],
-                           inp.names, title, lprov, t.alpha, t.colormap, inp.masks)
-        grid_files = save_figure(grid, out / f"attention_grid_{base}", t.formats)
-        log_figure(loggers, f"attention/{base}/grid", grid, step=0)
-        grid.clf()
+                           inp.names, title, None, t.alpha, t.colormap, inp.masks)
+        grid_files = run.figure(grid, f"attention_grid_{base}", f"attention/{base}/grid", provenance_layer=res.layer)
         entry: dict[str, Any] = {"method": method, "layer": res.layer, "panels": res.keys,
-                                 "scored_panel": res.keys[res.scored], "target": target_desc,
+                                 "scored_panel": res.keys[res.scored], "target": tg.description,
                                  "maps": str(out / f"maps_{base}.npy"), "grid": [str(f) for f in grid_files],
                                  "figures": [str(f) for f in files],
                                  "labels": {inp.names[i]: labels[i] for i in range(n)}}
-        if masks_t is not None:
-            scores = {}
-            for j, panel in enumerate(res.keys):
-                metric = PointingGame(t.tolerance)
-                metric.update(torch.from_numpy(maps[:, j]), masks_t)
-                scores[panel] = {k: float(v) for k, v in metric.compute().items()}
-            entry["pointing_game"] = scores
-            entry["score"] = scores[res.keys[res.scored]]
-            log_scalars(loggers, {f"attention/{key}/{k}": v for k, v in entry["score"].items()}, step=0)
+        if masks is not None:
+            entry["pointing_game"] = _score(t, res.keys, maps, masks)
+            entry["score"] = score = entry["pointing_game"][res.keys[res.scored]]
+            run.scalars({f"attention/{key}/{k}": v for k, v in score.items()})
             log.info("%s: pointing game %.3f, energy inside the mask %.3f (mask area %.3f) over %d images",
-                     key, entry["score"]["pointing_accuracy"], entry["score"]["energy_inside"],
-                     entry["score"]["area_fraction"], n)
+                     key, score["pointing_accuracy"], score["energy_inside"], score["area_fraction"], n)
         results[key] = entry
     write_text(out / "images.txt", "\n".join(inp.names) + "\n")
-    summary: dict[str, Any] = {
-        "task": "attention",
-        "model": cfg.model.name,
-        "checkpoint": cfg.model.get("checkpoint"),
-        "method": method,
-        "images": inp.names,
-        "images_file": str(out / "images.txt"),
-        "source": inp.source,
-        "results": results,
-        "pointing_game": ({"tolerance": t.tolerance, "baselines": _baselines(masks_t, t.seed, t.tolerance)}
-                          if masks_t is not None else
-                          "omitted: no object masks (synthetic data has them; else task.masks_root)"),
-        "config": OmegaConf.to_container(t, resolve=True),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    summary = AttentionSummary(
+        model=cfg.model.name, checkpoint=cfg.model.get("checkpoint"), method=method, images=inp.names,
+        images_file=str(out / "images.txt"), source=inp.source, results=results,
+        pointing_game=({"tolerance": t.tolerance, "baselines": _baselines(masks, t.seed, t.tolerance)}
+                       if masks is not None else
+                       "omitted: no object masks (synthetic data has them; else task.masks_root)"),
+        config=OmegaConf.to_container(t, resolve=True))
     run.write_summary(summary)
-    return summary
+    return summary.to_dict()
