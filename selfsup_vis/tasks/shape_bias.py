@@ -22,15 +22,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from selfsup_vis.checkpoints.provenance import check_random_parts, model_provenance
 from selfsup_vis.config import conf_dir
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.data.datamodule import SyntheticDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model
 from selfsup_vis.models.classifier import MMClassifier, TimmClassifier
-from selfsup_vis.plotting.log import log_figure, save_figure
-from selfsup_vis.plotting.provenance import add_provenance
+from selfsup_vis.report.summaries import ShapeBiasSummary
 from selfsup_vis.shape_bias.analysis import (
     build_groups,
     csv_name,
@@ -83,8 +81,8 @@ def _num_outputs(model: torch.nn.Module, img_size: int) -> int:
 
 def _train_in_process(cfg: DictConfig, model: pl.LightningModule, dm: Any, loggers: list,
                       steps: int, split: str, lr: float) -> dict[str, Any]:
-    """A few optimisation steps of the classifier's own ``training_step`` on ``split``."""
-    dm.train_split = split
+    """A few optimisation steps of the classifier's own ``training_step`` on ``split`` (the
+    data module was built with ``train_split=split``)."""
     trainer = build_trainer(cfg, loggers, [], max_steps=steps, max_epochs=-1,
                             limit_val_batches=0, num_sanity_val_steps=0,
                             enable_checkpointing=False, enable_model_summary=False)
@@ -94,11 +92,10 @@ def _train_in_process(cfg: DictConfig, model: pl.LightningModule, dm: Any, logge
             "final_loss": float(loss) if loss is not None else math.nan}
 
 
-def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
-    t = cfg.task
-    dm = hydra.utils.instantiate(cfg.dataset, eval_split=t.split)
-    synthetic = isinstance(dm, SyntheticDataModule)
-    model_cfg = cfg.model
+def _classifier_config(cfg: DictConfig, synthetic: bool, categories: list[str]) -> tuple[dict[str, Any], bool]:
+    """The classifier's config (the fallback classifier on synthetic data when ``model`` is
+    none) and whether it is trained in-process first (its lr then an absolute ``task.train_lr``)."""
+    t, model_cfg = cfg.task, cfg.model
     if not _is_classifier(model_cfg):
         if not synthetic:
             raise ValueError(f"task=shape_bias needs a classifier; model={model_cfg.get('name')} "
@@ -108,66 +105,79 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
                  model_cfg.get("name"), t.fallback_model)
         model_cfg = _compose_model(t.fallback_model)
     model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
-
-    eval_set = dm.dataset(t.split)
-    categories = list(eval_set.classes) if synthetic else list(CATEGORIES)
-    if not synthetic and list(eval_set.classes) != list(CATEGORIES):
-        raise ValueError(f"cue-conflict folders {eval_set.classes} are not the 16 categories")
     train = t.train if t.train is not None else (synthetic and not model_cfg.get("checkpoint"))
     if train and synthetic:
         model_cfg["num_classes"] = len(categories)
     if train:  # task.train_lr reaches the model through its constructor: an absolute lr
         model_cfg["optimizer"] = {**(model_cfg.get("optimizer") or {}), "lr": float(t.train_lr)}
         model_cfg["lr_base_batch"] = None
-    model = build_model(model_cfg)
-    n_out = _num_outputs(model, int(model_cfg["img_size"]))
+    return model_cfg, bool(train)
+
+
+def _decision_mapping(t: DictConfig, model: Any, img_size: int, dm_name: str, categories: list[str]) -> str:
+    n_out = _num_outputs(model, img_size)
     mapping = t.decision_mapping or ("imagenet" if n_out == 1000 else "identity")
     if mapping == "identity" and n_out != len(categories):
         raise ValueError(
-            f"the classifier outputs {n_out} classes but {dm.name} has {len(categories)} "
+            f"the classifier outputs {n_out} classes but {dm_name} has {len(categories)} "
             f"categories {categories}; use a {len(categories)}-class model, task.train=true "
             "(synthetic data) or task.decision_mapping=imagenet for 1000 ImageNet logits")
+    return mapping
 
+
+def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
+    t = cfg.task
+    dm = hydra.utils.instantiate(cfg.dataset, eval_split=t.split, train_split=t.train_split)
+    synthetic = isinstance(dm, SyntheticDataModule)
+    eval_set = dm.dataset(t.split)
+    categories = list(eval_set.classes) if synthetic else list(CATEGORIES)
+    if not synthetic and list(eval_set.classes) != list(CATEGORIES):
+        raise ValueError(f"cue-conflict folders {eval_set.classes} are not the 16 categories")
+    model_cfg, train = _classifier_config(cfg, synthetic, categories)
+    model = build_model(model_cfg)
+    mapping = _decision_mapping(t, model, int(model_cfg["img_size"]), dm.name, categories)
     pipeline = pipeline_for_model(OmegaConf.create(model_cfg), "eval", crop_pct=dm.eval_crop_pct)
     dm.configure(train=pipeline, eval=pipeline)
-    loggers = run.loggers
     model_name = t.model_name or model_cfg.get("name") or "model"
     # every tensor of a classifier decides (backbone, neck, head): none may be silently random
-    random_parts = check_random_parts(model, ("",), "task=shape_bias",
-                                      allow=bool(model_cfg.get("allow_random_parts", False)))
-    prov = model_provenance("shape_bias", {**model_cfg, "name": model_name}, model,
-                            init_seed=int(cfg.seed), random_parts=random_parts, dataset=dm.name,
-                            split=str(t.split), n=len(eval_set))
+    prov = run.model_provenance(model, {**model_cfg, "name": model_name}, dataset=dm.name,
+                                split=str(t.split), n=len(eval_set))
     if train and t.train_steps > 0:
-        prov = prov.replace(random=False, weights=(
+        run.set_provenance(prov.replace(random=False, weights=(
             f"trained in-process: {t.train_steps} steps on {dm.name}/{t.train_split} from "
-            + (f"random init (seed {cfg.seed})" if prov.random else prov.weights)))
-    run.set_provenance(prov)
+            + (f"random init (seed {cfg.seed})" if prov.random else prov.weights))))
     training = None
     if train:
         with phase(f"training {model_name} in-process on {t.train_split} ({t.train_steps} steps)"):
-            training = _train_in_process(cfg, model, dm, loggers, t.train_steps, t.train_split,
-                                         t.train_lr)
+            training = _train_in_process(cfg, model, dm, run.loggers, t.train_steps, t.train_split, t.train_lr)
 
-    metric = ShapeBias(categories, mapping, subject=model_name)
-    evaluator = ShapeBiasEvaluator(model, metric)
-    trainer = build_trainer(cfg, loggers, [])
+    evaluator = ShapeBiasEvaluator(model, ShapeBias(categories, mapping, subject=model_name))
     with phase(f"shape bias of {model_name} on {dm.name}/{t.split} ({len(eval_set)} images)"):
-        trainer.test(evaluator, dataloaders=dm.test_dataloader(), verbose=False)
+        build_trainer(cfg, run.loggers, []).test(evaluator, dataloaders=dm.test_dataloader(), verbose=False)
     assert evaluator.summary is not None
     result = evaluator.summary
-    summary: dict[str, Any] = {
-        "model": model_name, "dataset": dm.name, "split": t.split,
-        "decision_mapping": mapping, "categories": categories,
-        "preprocessing": getattr(dm, "preprocessing", None),
-        **result, "trained_in_process": training,
-    }
-    if not is_global_zero():
-        return summary
+    files, reference = (_figure_and_tables(run, t, evaluator.rows, model_name, dm.name, categories)
+                        if is_global_zero() else (None, None))  # the outputs are rank zero's
+    summary = ShapeBiasSummary(
+        model=model_name, dataset=dm.name, split=t.split, decision_mapping=mapping, categories=categories,
+        preprocessing=getattr(dm, "preprocessing", None), **result, trained_in_process=training,
+        files=files, reference=reference)
+    if is_global_zero():
+        run.write_summary(summary)
+        log.info("shape bias of %s: %.4f (%d shape / %d texture decisions on %d conflict images)",
+                 model_name, result["shape_bias"], result["counts"]["num_shape_hits"],
+                 result["counts"]["num_texture_hits"], result["counts"]["num_conflict"])
+    return summary.to_dict()
 
+
+def _figure_and_tables(run: TaskRun, t: DictConfig, rows: list, model_name: str, dataset: str,
+                       categories: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """model-vs-human's raw-data CSV, ``shape_bias.csv`` and the matrix plot, with the
+    reference CSVs (humans, other models) drawn next to the model; returns (files, the
+    references' shape bias)."""
     out = run.dir
-    csv_path = write_rows_csv(out / csv_name(model_name), evaluator.rows)
-    df = frame_from_rows(evaluator.rows, str(csv_path))
+    csv_path = write_rows_csv(out / csv_name(model_name), rows)
+    df = frame_from_rows(rows, str(csv_path))
     reference_dirs = list(t.reference_csv_dirs)
     if reference_dirs and categories == list(CATEGORIES):
         ref = read_csv_dirs(reference_dirs)
@@ -176,22 +186,12 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
             log.warning("reference CSVs also hold subject %r; leaving those rows out", model_name)
         df = pd.concat([ref[~clash], df], ignore_index=True)
     elif reference_dirs:
-        log.warning("reference CSVs are for the 16 cue-conflict categories; not drawn for %s",
-                    dm.name)
+        log.warning("reference CSVs are for the 16 cue-conflict categories; not drawn for %s", dataset)
     groups = build_groups(df, None, None, categories)
     apply_styles(groups)
-    write_with(out / "shape_bias.csv",
-               lambda tmp: summary_table(groups, categories).to_csv(tmp, index=False))
+    write_with(out / "shape_bias.csv", lambda tmp: summary_table(groups, categories).to_csv(tmp, index=False))
     icons = resolve_icons(t.icons_dir) if categories == list(CATEGORIES) else {}
-    fig = plot_shape_bias_matrix(groups, categories, icons)
-    add_provenance(fig, prov)
-    figures = save_figure(fig, out / "shape_bias_matrixplot", list(t.formats))
-    log_figure(loggers, "shape_bias/matrixplot", fig)
-    summary["files"] = {"csv": str(csv_path), "table": str(out / "shape_bias.csv"),
-                        "figures": [str(p) for p in figures]}
-    summary["reference"] = {g.name: g.shape_bias for g in groups if g.name != model_name}
-    run.write_summary(summary)
-    log.info("shape bias of %s: %.4f (%d shape / %d texture decisions on %d conflict images)",
-             model_name, result["shape_bias"], result["counts"]["num_shape_hits"],
-             result["counts"]["num_texture_hits"], result["counts"]["num_conflict"])
-    return summary
+    figures = run.figure(plot_shape_bias_matrix(groups, categories, icons), "shape_bias_matrixplot",
+                         "shape_bias/matrixplot")
+    return ({"csv": str(csv_path), "table": str(out / "shape_bias.csv"), "figures": [str(p) for p in figures]},
+            {g.name: g.shape_bias for g in groups if g.name != model_name})
