@@ -396,6 +396,44 @@ def test_headline_numbers_of_each_task():
     assert headline_metrics({"models": {"a": {"shape_bias": 0.1}, "humans": {"shape_bias": 0.9}}}) == \
         {"shape_bias/a": 0.1, "shape_bias/humans": 0.9}
     assert headline_metrics(None) == {} and headline_metrics({"task": "browse"}) == {}
+    # a summary that names its headline is read as it is (typed summaries always do)
+    assert headline_metrics({"headline": {"x/a": 0.5, "note": "text"}, "shape_bias": 0.3}) == {"x/a": 0.5}
+
+
+def test_typed_summaries_serialise_to_the_same_keys_with_a_headline():
+    """Every task's summary is a dataclass: the JSON keys are its fields (a None field that only
+    some runs have is left out) plus ``headline``, the numbers the sweep tables read."""
+    from selfsup_vis.report.summaries import (
+        AttentionSummary,
+        CompareSummary,
+        PretrainSummary,
+        SweepSummary,
+    )
+
+    q = {"knn_feat@20": 0.9, "knn_2d@20": 0.8, "trustworthiness": 0.95, "silhouette_2d": 0.1}
+    compare = CompareSummary(
+        dataset="synthetic", split="val", n_samples=10, classes=["a"], seed=0, space="cosine", metric="cosine",
+        standardize=False, color_by="label", labelings={}, initialisation="shared pca", alignment="...",
+        models=[{"name": "m1", "panel_layer": "norm"}, {"name": "pixels", "panel_layer": "pixels"}],
+        quality={"m1": {"block1": {}, "norm": q}, "pixels": {"pixels": {**q, "knn_feat@20": float("nan")}}},
+        procrustes_rms={}, cka={}, timings={}, files=[]).to_dict()
+    assert list(compare)[:3] == ["dataset", "split", "n_samples"] and "headline" in compare
+    assert headline_metrics(compare)["knn_feat@20/m1"] == 0.9 and len(headline_metrics(compare)) == 6
+    assert np.isnan(headline_metrics(compare)["knn_feat@20/pixels"])  # NaN kept, visible
+    attention = AttentionSummary(model="m", checkpoint=None, method="gradcam", images=[], images_file="",
+                                 source={}, config={}, pointing_game="omitted",
+                                 results={"gradcam@layer4": {"score": {"pointing_accuracy": 0.75,
+                                                                       "energy_inside": 0.5}}})
+    assert headline_metrics(attention.to_dict()) == {"pointing_accuracy/gradcam@layer4": 0.75,
+                                                     "energy_inside/gradcam@layer4": 0.5}
+    pre = PretrainSummary(model="m", algorithm="MAE", dataset="d", train_split="train", pipeline="p",
+                          resumed_from=None, epochs=1, global_step=2, fit_seconds=1.0,
+                          final_metrics={"train/loss": 1.5}, checkpoints={}, callbacks=[],
+                          callback_failures=[], optim={}).to_dict()
+    assert "reconstruction_error" not in pre and headline_metrics(pre) == {"final_loss": 1.5}
+    sweep = SweepSummary(sweep_dir="s", n_jobs=3, counts={"done": 2, "failed": 1}, swept_keys=[], columns=[],
+                         jobs=[], figures=[], files=[], created="", report="r")
+    assert sweep.headline() == {"jobs": 3.0, "jobs_not_done": 1.0}
 
 
 @pytest.mark.browser

@@ -142,6 +142,9 @@ def test_plot_task_through_hydra_config(compose_in, tmp_path):
     summary = run_task(cfg)
     assert list(summary["models"]) == ["ResNet-50", "SimCLR", "humans"]
     assert summary["models"]["SimCLR"]["marker"] == "s"
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert set(saved["headline"]) == {"shape_bias/ResNet-50", "shape_bias/SimCLR", "shape_bias/humans"}
+    assert saved["task"] == "plot_shape_bias" and saved["status"] == "success"
     assert (tmp_path / f"{FIGURE_STEM}.png").is_file() and (tmp_path / "shape_bias.csv").is_file()
     assert "shape_bias/humans" in (tmp_path / "csv" / "metrics.csv").read_text()
     assert list((tmp_path / "csv" / "images").glob("shape_bias_matrixplot*.png"))

@@ -181,6 +181,24 @@ class ShapeBiasSummary(TaskSummary):
 
 
 @dataclass
+class PlotShapeBiasSummary(TaskSummary):
+    """task=plot_shape_bias: every model (and humans) read from the CSVs."""
+
+    csv_dirs: list[str]
+    categories: list[str]
+    models: dict[str, dict[str, Any]]
+    icons: bool
+    files: list[str]
+    humans_mean_of_subjects: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
+    weights: str | None = field(default=None, metadata={"omit_if_none": True})
+    provenance: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
+
+    def headline(self) -> dict[str, float]:
+        return {f"shape_bias/{name}": v for name, info in self.models.items()
+                if (v := _num(info.get("shape_bias"))) is not None}
+
+
+@dataclass
 class PretrainSummary(TaskSummary):
     """task=pretrain: where training ended and what it saved."""
 

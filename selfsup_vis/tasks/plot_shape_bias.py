@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup_vis.checkpoints.provenance import Provenance
+from selfsup_vis.report.summaries import PlotShapeBiasSummary
 from selfsup_vis.shape_bias.report import plot_from_csvs
 from selfsup_vis.tasks.common import TaskRun, is_global_zero
 
@@ -22,7 +25,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         sources=[str(d) for d in t.csv_dirs]))
     loggers = run.loggers
     colors = OmegaConf.to_container(t.colors, resolve=True) if t.colors else None
-    return plot_from_csvs(
+    result = plot_from_csvs(
         csv_dirs=list(t.csv_dirs),
         result_dir=t.result_dir or run.dir,
         models=list(t.models) or None,
@@ -37,3 +40,8 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         loggers=loggers,
         provenance=prov,
     )
+    # the same summary.json, typed and with its headline (shape bias of every model)
+    summary = PlotShapeBiasSummary(**{f.name: result[f.name] for f in fields(PlotShapeBiasSummary) if f.name in result})
+    if Path(t.result_dir or run.dir).resolve() == run.dir.resolve():
+        run.write_summary(summary)
+    return summary.to_dict()

@@ -25,12 +25,8 @@ from selfsup_vis.checkpoints.provenance import model_provenance, model_random_pa
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.launch.requeue import RequeueOnSignal, find_resume_checkpoint
 from selfsup_vis.models import build_model
-from selfsup_vis.tasks.common import (
-    TaskRun,
-    build_trainer,
-    instantiate_callbacks,
-    phase,
-    )
+from selfsup_vis.report.summaries import PretrainSummary
+from selfsup_vis.tasks.common import TaskRun, build_trainer, instantiate_callbacks, phase
 
 log = logging.getLogger(__name__)
 
@@ -132,34 +128,30 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         trainer.fit(model, datamodule=dm, ckpt_path=resume["path"] if resume else None)
     seconds = time.perf_counter() - start
 
+    summary = _summary(cfg, model, dm, train_pipe, resume, trainer, callbacks, seconds)
+    run.write_summary(summary)
+    return summary.to_dict()
+
+
+def _summary(cfg: DictConfig, model: pl.LightningModule, dm: Any, train_pipe: Any, resume: dict[str, Any] | None,
+             trainer: pl.Trainer, callbacks: list[pl.Callback], seconds: float) -> PretrainSummary:
+    """Where training ended, what it saved and the reconstruction error along the way."""
     ckpt_cbs = trainer.checkpoint_callbacks
     last = [Path(c.dirpath) / "last.ckpt" for c in ckpt_cbs if c.save_last and c.dirpath]
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-               if isinstance(v, torch.Tensor) and v.numel() == 1}
-    summary = {
-        "task": "pretrain",
-        "model": cfg.model.name,
-        "algorithm": type(model).__name__,
-        "dataset": dm.name,
-        "train_split": dm.train_split,
-        "pipeline": train_pipe.describe(),
-        "resumed_from": resume,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "fit_seconds": round(seconds, 3),
-        "final_metrics": metrics,
-        "checkpoints": {
+    recon = [c for c in callbacks if hasattr(c, "history") and type(c).__name__ == "ReconstructionDump"]
+    return PretrainSummary(
+        model=cfg.model.name, algorithm=type(model).__name__, dataset=dm.name, train_split=dm.train_split,
+        pipeline=train_pipe.describe(), resumed_from=resume, epochs=trainer.current_epoch,
+        global_step=trainer.global_step, fit_seconds=round(seconds, 3),
+        final_metrics={k: float(v) for k, v in trainer.callback_metrics.items()
+                       if isinstance(v, torch.Tensor) and v.numel() == 1},
+        checkpoints={
             "dirs": sorted({str(c.dirpath) for c in ckpt_cbs if c.dirpath}),
             "last": str(last[0]) if last and last[0].is_file() else None,
             "saved": sorted({str(p) for c in ckpt_cbs if c.dirpath for p in Path(c.dirpath).glob("*.ckpt")}),
         },
-        "callbacks": [type(c).__name__ for c in callbacks],
-        "callback_failures": [f for c in callbacks for f in getattr(c, "failures", [])],
-        "optim": dict(getattr(model, "optim_summary", {}) or {}),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    recon = [c for c in callbacks if hasattr(c, "history") and type(c).__name__ == "ReconstructionDump"]
-    if recon and recon[0].history:
-        summary["reconstruction_error"] = [{"step": s, "error": e} for s, e in recon[0].history]
-    run.write_summary(summary)
-    return summary
+        callbacks=[type(c).__name__ for c in callbacks],
+        callback_failures=[f for c in callbacks for f in getattr(c, "failures", [])],
+        optim=dict(getattr(model, "optim_summary", {}) or {}),
+        reconstruction_error=([{"step": s, "error": e} for s, e in recon[0].history]
+                              if recon and recon[0].history else None))

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from selfsup_vis.report.summaries import SweepSummary
 from selfsup_vis.report.sweep import summarize_sweep
 from selfsup_vis.tasks.common import TaskRun, is_global_zero
 
@@ -23,9 +24,10 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         raise FileNotFoundError(f"task.sweep_dir={t.sweep_dir}: no such directory")
     if not is_global_zero():
         return {}
-    summary = summarize_sweep(sweep_dir, Path(t.output_dir) if t.output_dir else sweep_dir,
-                              max_bytes=int(float(t.max_report_mb) * 1e6))
+    sweep = summarize_sweep(sweep_dir, Path(t.output_dir) if t.output_dir else sweep_dir,
+                            max_bytes=int(float(t.max_report_mb) * 1e6))
+    summary = SweepSummary(**{k: v for k, v in sweep.items() if k != "task"})
     run.write_summary(summary)
-    log.info("sweep summary of %d jobs (%s): %s", summary["n_jobs"],
-             ", ".join(f"{v} {k}" for k, v in summary["counts"].items()), summary["report"])
-    return summary
+    log.info("sweep summary of %d jobs (%s): %s", summary.n_jobs,
+             ", ".join(f"{v} {k}" for k, v in summary.counts.items()), summary.report)
+    return summary.to_dict()
