@@ -16,7 +16,7 @@ from selfsup_vis.data.synthetic import SyntheticShapes
 from selfsup_vis.embedding.backends import EmbedParams, compute_embedding
 from selfsup_vis.embedding.compare import cka_matrix, linear_cka, minibatch_cka, procrustes_align
 from selfsup_vis.embedding.labels import parse_labeling_spec, resolve_labeling, resolve_labelings
-from selfsup_vis.embedding.plots import class_colors, plot_embedding, srgb_to_lab
+from selfsup_vis.embedding.plots import class_colors, plot_embedding
 from selfsup_vis.embedding.quality import embedding_quality
 from selfsup_vis.embedding.space import describe_space, to_metric_space
 from selfsup_vis.embedding.thumbnails import grid_pick, snapped_centres
@@ -126,6 +126,17 @@ def test_regex_and_csv_labelings(tmp_path):
     assert colour.name == "shape" and set(others) == {"shape"}
     with pytest.raises(ValueError, match="not cue-conflict stimulus names"):
         resolve_labeling("texture", names, labels, classes)
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) of sRGB colours in [0, 1] (..., 3), to measure how alike two colours look."""
+    rgb = np.asarray(rgb, dtype=float)
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
+    eps = (6 / 29) ** 3
+    f = np.where(xyz > eps, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
 def test_numeric_colouring_and_palette(tmp_path):

@@ -29,7 +29,6 @@ from selfsup_vis.attention.layers import (
     Network,
     default_cam_layer,
     find_network,
-    layer_names,
     resolve_layer,
 )
 from selfsup_vis.attention.vit import attention_probs, cls_attention, rollout
@@ -224,8 +223,3 @@ def _category_target(key: str, labels: Sequence[int], class_names: Sequence[str]
     if category_indices is not None:
         return Target(key, names, [list(category_indices[n]) for n in names])
     return Target(key, names, [[int(k)] for k in labels])
-
-
-def layer_choices(model: nn.Module) -> list[str]:
-    """Our layer names of the model's network (for messages and docs)."""
-    return layer_names(find_network(model))

@@ -40,17 +40,6 @@ _DISTINCT20: tuple[tuple[float, float, float], ...] = tuple(
 CONTINUOUS_CMAP = "viridis"
 
 
-def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB (D65) of sRGB colours in [0, 1] (..., 3), to measure how alike two colours look."""
-    rgb = np.asarray(rgb, dtype=float)
-    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
-    eps = (6 / 29) ** 3
-    f = np.where(xyz > eps, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-
-
 def class_colors(n: int) -> np.ndarray:
     """``n`` distinct RGB colours (n, 3): the 20-colour palette without near-identical pairs;
     class i > 20 takes colour i mod 20 mixed towards white or black by an amount that grows
@@ -96,10 +85,6 @@ def format_quality(quality: Mapping[str, object] | None) -> str:
         if isinstance(v, int | float) and np.isfinite(v):
             parts.append(f"{label} {v:.3f}")
     return "  ".join(parts)
-
-
-def _point_size(n: int) -> float:
-    return point_style(n)[0]
 
 
 def _is_numeric(labels: np.ndarray | None) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,8 +126,3 @@ def embedding_plots(table: EmbeddingTable, titles: Mapping[str, str] | None = No
         plots[layer] = p
     script, divs = components(plots)
     return script, dict(divs), n_thumbs
-
-
-def layer_order(layers: Sequence[str], available: Sequence[str]) -> list[str]:
-    """``layers`` (the summary's order) that have coordinates, then any others found."""
-    return [la for la in layers if la in available] + [la for la in available if la not in layers]
