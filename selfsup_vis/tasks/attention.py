@@ -263,5 +263,4 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
                        if masks is not None else
                        "omitted: no object masks (synthetic data has them; else task.masks_root)"),
         config=OmegaConf.to_container(t, resolve=True))
-    run.write_summary(summary)
-    return summary.to_dict()
+    return run.write_summary(summary)

@@ -142,22 +142,22 @@ class TaskRun:
         log_scalars(self.loggers, {k: v for k, v in metrics.items()
                                    if isinstance(v, int | float) and not isinstance(v, bool)}, step=step)
 
-    def write_summary(self, summary: TaskSummary | dict[str, Any], name: str = "summary.json") -> Path | None:
-        """The task's JSON summary in the run directory (rank zero only). A typed
+    def write_summary(self, summary: TaskSummary | dict[str, Any], name: str = "summary.json") -> dict[str, Any]:
+        """The task's JSON summary in the run directory (rank zero writes it). A typed
         :class:`TaskSummary` is serialised with its ``headline``; ``task``, ``status``,
-        ``created`` and the provenance (``weights``, ``provenance``) are filled in here."""
-        if not is_global_zero():
-            return None
-        body = summary.to_dict() if isinstance(summary, TaskSummary) else dict(summary)
-        out: dict[str, Any] = {"task": str(self.cfg.task.get("name", "?")), **body}
+        ``created`` and the provenance (``weights``, ``provenance``) are filled in here (a plain
+        dict in place). Returns the summary as written, which tasks return."""
+        out = {"task": str(self.cfg.task.get("name", "?")), **summary.to_dict()} \
+            if isinstance(summary, TaskSummary) else summary
+        out.setdefault("task", str(self.cfg.task.get("name", "?")))
         if self.provenance is not None:
             out.setdefault("weights", self.provenance.weights)
             out.setdefault("provenance", self.provenance.to_dict())
         out.setdefault("status", "success")
         out.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        path = write_json(self.dir / name, out)
-        log.info("summary: %s", path)
-        return path
+        if is_global_zero():
+            log.info("summary: %s", write_json(self.dir / name, out))
+        return out
 
     def close(self, status: str) -> None:
         if self._loggers:

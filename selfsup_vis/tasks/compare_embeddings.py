@@ -233,8 +233,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
                  "embedding_s": sum(lm.seconds for m in models for lm in m.maps.values()), "cka_s": cka_s,
                  "total_s": time.perf_counter() - start},
         files=[str(f) for f in files])
-    run.write_summary(summary)
-    return summary.to_dict()
+    return run.write_summary(summary)
 
 
 def _extract(cfg: DictConfig, e: Entry, i: int, dm: Any, data: Any, subset: Subset, out: Path) -> Compared:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -40,8 +39,6 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         loggers=loggers,
         provenance=prov,
     )
-    # the same summary.json, typed and with its headline (shape bias of every model)
-    summary = PlotShapeBiasSummary(**{f.name: result[f.name] for f in fields(PlotShapeBiasSummary) if f.name in result})
-    if Path(t.result_dir or run.dir).resolve() == run.dir.resolve():
-        run.write_summary(summary)
-    return summary.to_dict()
+    # the run's summary.json: the same keys, typed and with its headline (every model's shape bias)
+    return run.write_summary(PlotShapeBiasSummary(
+        **{f.name: result[f.name] for f in fields(PlotShapeBiasSummary) if f.name in result}))

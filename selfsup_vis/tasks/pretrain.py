@@ -129,8 +129,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     seconds = time.perf_counter() - start
 
     summary = _summary(cfg, model, dm, train_pipe, resume, trainer, callbacks, seconds)
-    run.write_summary(summary)
-    return summary.to_dict()
+    return run.write_summary(summary)
 
 
 def _summary(cfg: DictConfig, model: pl.LightningModule, dm: Any, train_pipe: Any, resume: dict[str, Any] | None,

@@ -162,12 +162,11 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         model=model_name, dataset=dm.name, split=t.split, decision_mapping=mapping, categories=categories,
         preprocessing=getattr(dm, "preprocessing", None), **result, trained_in_process=training,
         files=files, reference=reference)
-    if is_global_zero():
-        run.write_summary(summary)
-        log.info("shape bias of %s: %.4f (%d shape / %d texture decisions on %d conflict images)",
-                 model_name, result["shape_bias"], result["counts"]["num_shape_hits"],
-                 result["counts"]["num_texture_hits"], result["counts"]["num_conflict"])
-    return summary.to_dict()
+    written = run.write_summary(summary)
+    log.info("shape bias of %s: %.4f (%d shape / %d texture decisions on %d conflict images)",
+             model_name, result["shape_bias"], result["counts"]["num_shape_hits"],
+             result["counts"]["num_texture_hits"], result["counts"]["num_conflict"])
+    return written
 
 
 def _figure_and_tables(run: TaskRun, t: DictConfig, rows: list, model_name: str, dataset: str,

@@ -27,7 +27,6 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     sweep = summarize_sweep(sweep_dir, Path(t.output_dir) if t.output_dir else sweep_dir,
                             max_bytes=int(float(t.max_report_mb) * 1e6))
     summary = SweepSummary(**{k: v for k, v in sweep.items() if k != "task"})
-    run.write_summary(summary)
     log.info("sweep summary of %d jobs (%s): %s", summary.n_jobs,
              ", ".join(f"{v} {k}" for k, v in summary.counts.items()), summary.report)
-    return summary.to_dict()
+    return run.write_summary(summary)

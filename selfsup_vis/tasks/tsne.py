@@ -91,8 +91,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         feature_cache=str(features.cache_dir), exports=exports, skipped_corrupt=subset.skipped,
         timings={"extraction_s": features.extraction_s, "embedding_s": sum(m.seconds for m in maps)},
         layers=layer_summaries, ranking=rank_layers(maps))
-    run.write_summary(summary)
-    return summary.to_dict()
+    return run.write_summary(summary)
 
 
 def _exports(t: DictConfig, run: TaskRun, data: Any, subset: Subset, features: FeatureSet,

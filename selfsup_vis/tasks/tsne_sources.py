@@ -32,9 +32,7 @@ def replot(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
             run.figure(fig, f"tsne_{layer_file_name(layer)}", f"tsne/{layer}", provenance_layer=layer)
         else:
             run.figure(fig, "tsne_grid", "tsne/grid")
-    summary = {**earlier.summary, "replotted_from": str(earlier.path)}
-    run.write_summary(summary)
-    return summary
+    return run.write_summary({**earlier.summary, "replotted_from": str(earlier.path)})
 
 
 def embed_precomputed(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
@@ -80,5 +78,4 @@ def embed_precomputed(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         classes=lab.classes, seed=int(t.seed), space=m.params["space"], metric=params.metric,
         standardize=params.standardize, projector=projector, timings={"embedding_s": m.seconds},
         layers={layer: m.summary(files)})
-    run.write_summary(summary)
-    return summary.to_dict()
+    return run.write_summary(summary)
