@@ -22,7 +22,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from selfsup_vis.checkpoints.provenance import (
     Provenance,
@@ -102,6 +102,11 @@ def _file_label(checkpoint: str | None, parts: int = 1) -> str:
     return "/".join(comps[-parts:])
 
 
+def _with_checkpoint(model_cfg: DictConfig, checkpoint: str | None) -> DictConfig:
+    """A resolved copy of ``model_cfg`` with ``checkpoint`` (None: random weights)."""
+    return OmegaConf.merge(OmegaConf.to_container(model_cfg, resolve=True), {"checkpoint": checkpoint})
+
+
 def _entries(cfg: DictConfig) -> list[Entry]:
     """Every compared model (:class:`Entry`): ``task.models``, else the run's
     model with each of ``task.checkpoints``, then the baselines. Composed (and so checked)
@@ -109,23 +114,17 @@ def _entries(cfg: DictConfig) -> list[Entry]:
     t = cfg.task
     out: list[dict[str, Any]] = []
     for i, e in enumerate(t.models):
-        if e.model is None:
-            mcfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-            if e.overrides:
-                raise ValueError(f"task.models[{i}]: overrides need a model option (model: <name>)")
-        else:
-            mcfg = compose_model_config(str(e.model), list(e.overrides))
-        with open_dict(mcfg):
-            mcfg.checkpoint = e.checkpoint
+        if e.model is None and e.overrides:
+            raise ValueError(f"task.models[{i}]: overrides need a model option (model: <name>)")
+        mcfg = _with_checkpoint(cfg.model if e.model is None else
+                                compose_model_config(str(e.model), list(e.overrides)), e.checkpoint)
         out.append({"name": e.name, "model_cfg": mcfg, "layers": list(e.layers) if e.layers else None,
                     "kind": "model"})
     if t.checkpoints:
         if t.models:
             raise ValueError("give either task.models or task.checkpoints (for the run's model=), not both")
         for ck in t.checkpoints:
-            mcfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-            with open_dict(mcfg):
-                mcfg.checkpoint = None if ck is None else str(ck)
+            mcfg = _with_checkpoint(cfg.model, None if ck is None else str(ck))
             out.append({"name": None, "model_cfg": mcfg, "layers": None, "kind": "model"})
     if not out:
         raise ValueError("task=compare_embeddings needs models: task.models=[{model: <option>, checkpoint: "
@@ -137,9 +136,7 @@ def _entries(cfg: DictConfig) -> list[Entry]:
                                     f"{e['model_cfg'].name} does not exist")
     for b in t.baselines:
         if str(_value(b)) == "random":
-            mcfg = OmegaConf.create(OmegaConf.to_container(out[0]["model_cfg"], resolve=True))
-            with open_dict(mcfg):
-                mcfg.checkpoint = None
+            mcfg = _with_checkpoint(out[0]["model_cfg"], None)
             out.append({"name": f"{mcfg.name} · RANDOM WEIGHTS (baseline)", "model_cfg": mcfg,
                         "layers": out[0]["layers"], "kind": "random"})
         else:
