@@ -246,3 +246,42 @@ def test_plot_embedding_grid(tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="layer 'bad' has 3 points"):
         plot_embedding_grid([("ok", np.zeros((4, 2))), ("bad", np.zeros((3, 2)))], None)
+
+
+def test_embed_params_defaults_and_config_come_from_the_schema(compose_in):
+    """Perplexity and every other embedding knob are written once, in the typed schema:
+    EmbedParams' defaults are the schema's, and a task node becomes EmbedParams directly."""
+    from dataclasses import fields
+
+    from selfsup_vis.config.schemas import EmbeddingConfig, TsneTaskConfig
+
+    p = EmbedParams()
+    for name in ("perplexity", "early_exaggeration", "n_iter", "learning_rate", "pca_dims", "n_jobs",
+                 "standardize"):
+        assert getattr(p, name) == getattr(EmbeddingConfig, name), name
+    assert (p.backend, p.metric) == (EmbeddingConfig.backend.value, EmbeddingConfig.metric.value)
+    assert (p.large_n, p.embed_sample) == (TsneTaskConfig.large_n, TsneTaskConfig.embed_sample)
+    t = compose_in(["task=tsne", "task.perplexity=7", "task.metric=euclidean", "task.init=random",
+                    "task.backend=pca"]).task
+    q = EmbedParams.from_config(t, init=t.init)
+    assert (q.perplexity, q.metric, q.init, q.backend) == (7.0, "euclidean", "random", "pca")
+    assert all(not hasattr(getattr(q, f.name), "value") for f in fields(q))  # plain values, no enums
+    init = np.zeros((5, 2), np.float32)  # a shared initialisation goes in through the constructor
+    assert EmbedParams.from_config(compose_in(["task=compare_embeddings"]).task, init=init).init is init
+
+
+def test_feature_set_refuses_nonfinite_rows_naming_layer_rows_and_samples(tmp_path):
+    from selfsup_vis.features.pipeline import FeatureSet, nonfinite_rows
+
+    good = np.ones((20_000, 3), np.float32)
+    bad = good.copy()
+    bad[[3, 19_999]] = np.nan  # the second one in a later chunk
+    np.save(tmp_path / "good.npy", good)
+    np.save(tmp_path / "bad.npy", bad)
+    assert nonfinite_rows(np.load(tmp_path / "bad.npy", mmap_mode="r")).tolist() == [3, 19_999]
+    names = [f"img{i}" for i in range(20_000)]
+    fs = FeatureSet.open("m", {"ok": tmp_path / "good.npy"}, names)
+    assert fs.layers == ["ok"] and fs.array("ok").shape == (20_000, 3)
+    with pytest.raises(ValueError, match=r"layer 'b' of m: .* 2 of 20000 rows \(row indices: 3, 19999; "
+                                         r"first samples: img3, img19999\)"):
+        FeatureSet.open("m", {"ok": tmp_path / "good.npy", "b": tmp_path / "bad.npy"}, names)
