@@ -291,3 +291,20 @@ def test_compare_embeddings_refuses_bad_input_before_work(tmp_path):
     with pytest.raises(Exception, match="mae_tinyy"):
         run_task(compose_cfg(["task=compare_embeddings", "task.models=[{model: mae_tinyy},{model: mae_tiny}]"],
                              tmp_path))
+
+
+def test_compare_embeddings_takes_every_layer_by_default(tmp_path, monkeypatch):
+    """No task.layers: every layer of the model (asked of a weightless build, so the real one
+    gets its layers through its constructor), next to the raw-pixel baseline."""
+    from selfsup_vis.models import build_model
+    from selfsup_vis.tasks.common import run_task
+    from tests.conftest import compose_cfg
+
+    monkeypatch.setenv("SELFSUP_VIS_CACHE", str(tmp_path / "cache"))
+    s = run_task(compose_cfg(["task=compare_embeddings", "model=mocov2_tiny", "task.checkpoints=[null]",
+                              "task.baselines=[pixels]", "task.max_samples_per_class=6", "task.backend=pca",
+                              "task.cka=false", "logger=none"], tmp_path / "out"))
+    every = build_model(compose_cfg(["model=mocov2_tiny"]).model).available_layers()
+    assert s["models"][0]["layers"] == every and s["models"][1]["layers"] == ["pixels"]
+    assert set(s["quality"][s["models"][0]["name"]]) == set(every)
+    assert s["models"][0]["weights"] == "random" and "RANDOM" in s["provenance"]["weights"].upper()
