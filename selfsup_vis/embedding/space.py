@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfsup_vis.config.schemas import Metric  # the StrEnum of task.metric
+from selfsup_vis.config.schemas import Metric  # the StrEnum of task.metric (defined once there)
 
-__all__ = ["Metric", "check_metric", "describe_space", "to_metric_space"]
+__all__ = ["check_metric", "describe_space", "to_metric_space"]
 
 _CHUNK = 65_536
 
