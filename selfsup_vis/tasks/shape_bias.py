@@ -29,26 +29,24 @@ from selfsup_vis.data.datamodule import SyntheticDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model
 from selfsup_vis.models.classifier import MMClassifier, TimmClassifier
-from selfsup_vis.plotting.log import log_figure, save_figure
-from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.shape_bias.analysis import (
     build_groups,
     csv_name,
     frame_from_rows,
+    provenance_sidecar,
     read_csv_dirs,
-    summary_table,
 )
 from selfsup_vis.shape_bias.evaluator import ShapeBiasEvaluator
 from selfsup_vis.shape_bias.metric import ShapeBias, write_rows_csv
-from selfsup_vis.shape_bias.plots import apply_styles, plot_shape_bias_matrix
-from selfsup_vis.shape_bias.report import resolve_icons
+from selfsup_vis.shape_bias.plots import apply_styles
+from selfsup_vis.shape_bias.report import resolve_icons, write_shape_bias_outputs
 from selfsup_vis.tasks.common import (
     TaskRun,
     build_trainer,
     is_global_zero,
     phase,
 )
-from selfsup_vis.utils.io import write_with
+from selfsup_vis.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +165,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
 
     out = run.dir
     csv_path = write_rows_csv(out / csv_name(model_name), evaluator.rows)
+    sidecar = write_json(provenance_sidecar(csv_path), prov.to_dict())  # read by plot_shape_bias
     df = frame_from_rows(evaluator.rows, str(csv_path))
     reference_dirs = list(t.reference_csv_dirs)
     if reference_dirs and categories == list(CATEGORIES):
@@ -180,15 +179,14 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
                     dm.name)
     groups = build_groups(df, None, None, categories)
     apply_styles(groups)
-    write_with(out / "shape_bias.csv",
-               lambda tmp: summary_table(groups, categories).to_csv(tmp, index=False))
     icons = resolve_icons(t.icons_dir) if categories == list(CATEGORIES) else {}
-    fig = plot_shape_bias_matrix(groups, categories, icons)
-    add_provenance(fig, prov)
-    figures = save_figure(fig, out / "shape_bias_matrixplot", list(t.formats))
-    log_figure(loggers, "shape_bias/matrixplot", fig)
-    summary["files"] = {"csv": str(csv_path), "table": str(out / "shape_bias.csv"),
-                        "figures": [str(p) for p in figures]}
+    outputs = write_shape_bias_outputs(df, groups, categories, out, "shape_bias_matrixplot",
+                                       list(t.formats), icons, prov, loggers)
+    ours = next(g for g in groups if g.name == model_name)
+    summary["flags"] = ours.flags
+    summary["error_consistency"] = outputs["error_consistency"].get(model_name)
+    summary["files"] = {"csv": str(csv_path), "provenance": str(sidecar),
+                        "table": str(out / "shape_bias.csv"), "figures": outputs["files"][:-1]}
     summary["reference"] = {g.name: g.shape_bias for g in groups if g.name != model_name}
     run.write_summary(summary)
     log.info("shape bias of %s: %.4f (%d shape / %d texture decisions on %d conflict images)",
