@@ -10,7 +10,8 @@ import pytest
 
 from selfsup_vis.data.cue_conflict import CueConflictLayoutError
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES
-from selfsup_vis.shape_bias.analysis import read_csv, shape_bias_stats
+from selfsup_vis.shape_bias.analysis import provenance_sidecar, read_csv, shape_bias_stats
+from selfsup_vis.shape_bias.report import plot_from_csvs
 from tests.conftest import DATA, needs_shared
 from tests.conftest import run_job as run_task
 
@@ -50,7 +51,14 @@ def test_real_cue_conflict_with_random_timm_classifier(compose_in, tmp_path):
     metrics = (tmp_path / "csv" / "metrics.csv").read_text()
     assert "shape_bias/shape_bias" in metrics and "shape_bias/category/airplane" in metrics
     assert list((tmp_path / "csv" / "images").glob("shape_bias_matrixplot*.png"))
-
+    # a random net: flagged in its provenance sidecar, and still so when plotted from the CSV
+    # alone later; error consistency with the 10 human subjects next to its shape bias
+    side = json.loads(provenance_sidecar(csv_path).read_text())
+    assert side["flag"] == "RANDOM WEIGHTS" and saved["flags"][0] == "RANDOM WEIGHTS"
+    assert len(saved["error_consistency"]["per_subject"]) == 10
+    assert (tmp_path / "cue-conflict_error-consistency.png").is_file()
+    replot = plot_from_csvs([tmp_path], tmp_path / "replot", formats=["png"])
+    assert replot["models"]["mobilenetv3_small_050"]["flags"][0] == "RANDOM WEIGHTS"
 
 
 def _synthetic_shape_bias(compose, train_split: str) -> float:

@@ -175,9 +175,14 @@ class ShapeBiasSummary(TaskSummary):
     trained_in_process: dict[str, Any] | None
     files: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
     reference: dict[str, float] | None = field(default=None, metadata={"omit_if_none": True})
+    #: RANDOM WEIGHTS / degenerate-classifier warnings (also on the figure and in the log)
+    flags: list[str] | None = field(default=None, metadata={"omit_if_none": True})
+    error_consistency: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
 
     def headline(self) -> dict[str, float]:
-        return {"shape_bias": self.shape_bias}
+        kappa = _num((self.error_consistency or {}).get("error_consistency_mean"))
+        return {"shape_bias": self.shape_bias,
+                **({"error_consistency": kappa} if kappa is not None else {})}
 
 
 @dataclass
@@ -189,7 +194,9 @@ class PlotShapeBiasSummary(TaskSummary):
     models: dict[str, dict[str, Any]]
     icons: bool
     files: list[str]
-    humans_mean_of_subjects: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
+    humans_mean_of_subjects: float | None = field(default=None, metadata={"omit_if_none": True})
+    error_consistency: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
+    warnings: dict[str, list[str]] | None = field(default=None, metadata={"omit_if_none": True})
     weights: str | None = field(default=None, metadata={"omit_if_none": True})
     provenance: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
 

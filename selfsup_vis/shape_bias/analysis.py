@@ -15,6 +15,7 @@ Human subjects (``subject-XX``) are pooled into one "humans" group.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import re
@@ -253,6 +254,18 @@ class Group:
     files: list[str] = field(default_factory=list)
     color: Any = None
     marker: str | None = None
+    #: what a reader must know before trusting the number: "RANDOM WEIGHTS" (from the CSV's
+    #: provenance sidecar), "degenerate: ..." (see :func:`degeneracy`)
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def random_weights(self) -> bool:
+        return any(f.startswith("RANDOM") for f in self.flags)
+
+    @property
+    def decisions(self) -> int:
+        """Shape or texture decisions on conflict images: what the shape bias rests on."""
+        return int(self.stats["num_shape_hits"] + self.stats["num_texture_hits"])
 
     @property
     def shape_bias(self) -> float:
@@ -288,7 +301,56 @@ def build_groups(df: pd.DataFrame, models: Sequence[str] | None = None,
         rows = df[df["model"].isin(g.subjects)]
         g.stats = shape_bias_stats(rows, categories)
         g.files = sorted(set(rows["file"]))
+        if g.name != HUMANS:
+            g.flags = [f for f in (sidecar_flag(g.files), degeneracy(rows, g.stats)) if f]
+            for flag in g.flags:
+                log.warning("shape bias of %s: %s", g.name, flag)
     return groups
+
+
+#: a classifier answering one category for more than this fraction of the images ...
+DEGENERATE_TOP_FRACTION = 0.5
+#: ... or deciding for shape or texture on fewer than this fraction of the conflict images
+DEGENERATE_DECISION_FRACTION = 0.25
+
+
+def degeneracy(rows: pd.DataFrame, stats: dict[str, Any]) -> str | None:
+    """A warning when a shape bias says little about shape vs texture: one answer dominates
+    (a constant classifier scores ~0.5 by chance of which cue the answer matches), or few
+    conflict trials were decided for either cue (the ratio rests on a handful of trials)."""
+    counts = rows["response"][rows["response"] != "na"].value_counts()
+    problems = []
+    if len(rows) and len(counts):
+        top, top_n = str(counts.index[0]), int(counts.iloc[0])
+        if top_n / len(rows) > DEGENERATE_TOP_FRACTION:
+            problems.append(f"answers {top!r} for {top_n} of {len(rows)} images")
+    conflict = int(stats["num_conflict"])
+    decided = int(stats["num_shape_hits"] + stats["num_texture_hits"])
+    if conflict and decided / conflict < DEGENERATE_DECISION_FRACTION:
+        problems.append(f"only {decided} of {conflict} conflict images decided for shape or texture")
+    return ("degenerate classifier: " + "; ".join(problems)) if problems else None
+
+
+def provenance_sidecar(csv_path: str | Path) -> Path:
+    """Where task=shape_bias records the provenance of a CSV it wrote (``<stem>.provenance.json``
+    beside it), so that a plot made later from the CSV alone still knows random weights."""
+    p = Path(csv_path)
+    return p.with_name(p.stem + ".provenance.json")
+
+
+def sidecar_flag(files: Sequence[str]) -> str | None:
+    """``RANDOM WEIGHTS`` / ``RANDOM PARTS: ...`` when a CSV's provenance sidecar says so."""
+    for f in files:
+        side = provenance_sidecar(f)
+        if not side.is_file():
+            continue
+        try:
+            flag = json.loads(side.read_text()).get("flag")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{side}: unreadable provenance sidecar of {f}: {err}") from err
+        if flag:
+            return str(flag)
+    return None
 
 
 def summary_table(groups: Sequence[Group], categories: Sequence[str] = CATEGORIES) -> pd.DataFrame:

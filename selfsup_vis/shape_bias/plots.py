@@ -39,12 +39,33 @@ REFERENCE_STYLES: dict[str, tuple[RGB, str]] = {
     "simclrresnet50x1": (rgb(210, 150, 0), "o"),
 }
 HUMAN_COLOR = REFERENCE_STYLES["humans"][0]
-# Distinct colours for other models (Okabe-Ito / tab10 without the humans' red), then markers.
+# Colours for other models: Okabe-Ito / tab10 / Tol colours kept only where they are far from
+# every reference colour (CIE76 ΔE ≥ MIN_REFERENCE_DISTANCE, tests/test_shape_bias_plot.py), so
+# a user model is never read as SimCLR, ResNet-50, BagNet or the humans; user models also never
+# get the references' round or diamond markers.
+MIN_REFERENCE_DISTANCE = 25.0
 _PALETTE: tuple[RGB, ...] = tuple(mcolors.to_rgb(c) for c in (
-    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
-    "#8c564b", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#2ca02c",
+    "#009E73", "#CC79A7", "#56B4E9", "#000000", "#F0E442", "#17becf", "#9467bd", "#8c564b",
+    "#bcbd22", "#44AA99", "#E377C2",
 ))
-_MARKERS = ("o", "s", "^", "v", "P", "X", "p", "h", "<", ">", "*")
+_MARKERS = ("s", "^", "v", "P", "X", "p", "h", "<", ">", "*")
+
+
+def lab(color: RGB) -> np.ndarray:
+    """sRGB in [0, 1] -> CIE L*a*b* (D65), for colour distances as people see them."""
+    c = np.asarray(color, dtype=float)
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                    [0.0193, 0.1192, 0.9505]]) @ c / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def color_distance(a: RGB, b: RGB) -> float:
+    """CIE76 ΔE between two sRGB colours (≈ 2.3: just noticeable; ≥ 25: clearly different)."""
+    return float(np.linalg.norm(lab(a) - lab(b)))
+
+
 PLOTTING_EDGE_COLOR = (0.3, 0.3, 0.3, 0.3)
 
 
@@ -62,7 +83,7 @@ def default_styles(names: Sequence[str]) -> list[tuple[RGB, str]]:
             styles.append(REFERENCE_STYLES[_key(name)])
             continue
         color = _PALETTE[k % len(_PALETTE)]
-        marker = _MARKERS[(k // len(_PALETTE)) % len(_MARKERS)]
+        marker = _MARKERS[k % len(_MARKERS)]
         styles.append((color, marker))
         k += 1
     return styles
@@ -176,16 +197,18 @@ def plot_shape_bias_matrix(
         ax.plot([0, 1], [i + 0.5, i + 0.5], c="gray", linestyle="dotted", alpha=0.4)
 
     # models, humans last; a vertical line at the overall texture fraction, one marker per row
+    # random-weight models: hollow markers, dashed line and the flag in the legend
     ordered = [g for g in groups if g.name != HUMANS] + [g for g in groups if g.name == HUMANS]
     for g in ordered:
         overall = 1 - g.shape_bias
         if not math.isnan(overall):
-            ax.plot([overall, overall], [-1, num], color=g.color, linewidth=2, zorder=2)
+            ax.plot([overall, overall], [-1, num], color=g.color, linewidth=2, zorder=2,
+                    linestyle="--" if g.random_weights else "-")
         xs = [1 - g.per_category.get(c, math.nan) for c in order]
-        ax.scatter(xs, range(num), color=g.color, marker=g.marker or "o", s=250, clip_on=False,
-                   edgecolors=PLOTTING_EDGE_COLOR, linewidths=0.02, zorder=3,
-                   label=f"{g.name} ({g.shape_bias:.3f})" if not math.isnan(g.shape_bias)
-                   else f"{g.name} (n/a)")
+        hollow = dict(facecolors="none", edgecolors=g.color, linewidths=2.5) if g.random_weights \
+            else dict(color=g.color, edgecolors=PLOTTING_EDGE_COLOR, linewidths=0.02)
+        ax.scatter(xs, range(num), marker=g.marker or "o", s=250, clip_on=False, zorder=3,
+                   label=legend_label(g), **hollow)
 
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.5, num - 0.5)
@@ -208,5 +231,88 @@ def plot_shape_bias_matrix(
     ax.arrow(1, num - 0.5 + 1.25 * num / 16, -1, 0, **arrow)
     if legend:
         ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=True, labelspacing=1,
-                  fontsize=fontsize * 0.7, borderaxespad=0)
+                  fontsize=fontsize * 0.6, borderaxespad=0)
+    warnings = [f"⚠ {g.name}: {f}" for g in ordered for f in g.flags if not f.startswith("RANDOM")]
+    if warnings:
+        fig.text(0.01, 0.005, "\n".join(warnings), fontsize=fontsize * 0.55, color="#B00020",
+                 va="bottom", ha="left", parse_math=False)
+    return fig
+
+
+def legend_label(g: Group) -> str:
+    """Name, shape bias, the decisions it rests on and the flags: what tells two models apart
+    and says how much a number can be trusted."""
+    value = "n/a" if math.isnan(g.shape_bias) else f"{g.shape_bias:.3f}"
+    label = f"{g.name} ({value}; {g.decisions}/{g.stats['num_conflict']} decided)"
+    if g.random_weights:
+        label += "\n" + next(f for f in g.flags if f.startswith("RANDOM"))
+    if any(not f.startswith("RANDOM") for f in g.flags):
+        label += " ⚠"
+    return label
+
+
+def plot_shape_bias_boxplot(groups: Sequence[Group], categories: Sequence[str] = CATEGORIES,
+                            fontsize: float = 14) -> Figure:
+    """model-vs-human's box plot: per decision maker, the spread of its per-category shape
+    biases (one box per model, humans last), with the categories as points."""
+    ordered = [g for g in groups if g.name != HUMANS] + [g for g in groups if g.name == HUMANS]
+    data = [[v for c in categories if not math.isnan(v := g.per_category.get(c, math.nan))]
+            for g in ordered]
+    fig = Figure(figsize=(8, 1.2 + 0.6 * len(ordered)))
+    ax = fig.add_axes((0.3, 0.18, 0.65, 0.72))
+    ys = np.arange(len(ordered))
+    filled = [i for i, d in enumerate(data) if d]
+    box = ax.boxplot([data[i] for i in filled], positions=ys[filled], vert=False, widths=0.6,
+                     patch_artist=True, showfliers=False, medianprops={"color": "black"})
+    for patch, i in zip(box["boxes"], filled):
+        g = ordered[i]
+        patch.set_facecolor((*g.color, 0.15 if g.random_weights else 0.45))
+        patch.set_edgecolor(g.color)
+        patch.set_linestyle("--" if g.random_weights else "-")
+    rng = np.random.default_rng(0)
+    for i in filled:
+        g = ordered[i]
+        ax.scatter(data[i], i + rng.uniform(-0.15, 0.15, len(data[i])), s=14, color=g.color,
+                   marker=g.marker or "o", zorder=3)
+    ax.set_yticks(ys, [legend_label(g).replace("\n", " · ") for g in ordered],
+                  fontsize=fontsize * 0.7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Shape bias per category (fraction of shape decisions)", fontsize=fontsize)
+    ax.set_title("Shape bias across categories", fontsize=fontsize)
+    for t in ax.get_yticklabels():
+        t.set_parse_math(False)
+    return fig
+
+
+def plot_error_consistency(results: dict[str, Any], humans: Any, styles: dict[str, Group],
+                           fontsize: float = 14) -> Figure:
+    """Error consistency (Cohen's κ) of each model with each human subject: one point per
+    subject, a bar at the mean; the humans' consistency among themselves as a band (the
+    ceiling) and κ = 0 (independent errors) as a line."""
+    names = list(results)
+    fig = Figure(figsize=(8, 1.6 + 0.6 * len(names)))
+    ax = fig.add_axes((0.3, 0.18, 0.65, 0.7))
+    if humans is not None and humans.per_subject:
+        ks = [c.kappa for c in humans.per_subject.values()]
+        ax.axvspan(float(np.percentile(ks, 25)), float(np.percentile(ks, 75)), color=HUMAN_COLOR,
+                   alpha=0.15, label="humans vs humans (IQR)")
+        ax.axvline(humans.mean_kappa, color=HUMAN_COLOR, linewidth=2,
+                   label=f"humans vs humans, mean κ={humans.mean_kappa:.3f}")
+    ax.axvline(0.0, color="gray", linestyle=":", linewidth=1)
+    for i, name in enumerate(names):
+        g = styles[name]
+        ks = [c.kappa for c in results[name].per_subject.values()]
+        ax.scatter(ks, np.full(len(ks), i), color=g.color, marker=g.marker or "o", s=30, zorder=3,
+                   facecolors="none" if g.random_weights else g.color)
+        ax.plot([results[name].mean_kappa] * 2, [i - 0.3, i + 0.3], color=g.color, linewidth=3)
+    ax.set_yticks(range(len(names)), [f"{n} (κ={results[n].mean_kappa:.3f})" + (
+        " · RANDOM WEIGHTS" if styles[n].random_weights else "") for n in names],
+        fontsize=fontsize * 0.7)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.set_xlim(min(-0.2, ax.get_xlim()[0]), 1)
+    ax.set_xlabel("Error consistency with human subjects (Cohen's κ)", fontsize=fontsize)
+    ax.set_title("Error consistency (Geirhos et al. 2020), per human subject", fontsize=fontsize)
+    ax.legend(loc="lower right", fontsize=fontsize * 0.6)
+    for t in ax.get_yticklabels():
+        t.set_parse_math(False)
     return fig

@@ -26,11 +26,22 @@ from selfsup_vis.shape_bias.analysis import (
     build_groups,
     is_human,
     mean_of_subjects,
+    model_labels,
     read_csv_dirs,
     summary_table,
 )
 from selfsup_vis.shape_bias.download import DownloadError, cached_icons_dir, fetch_icons
-from selfsup_vis.shape_bias.plots import apply_styles, find_icons, plot_shape_bias_matrix
+from selfsup_vis.shape_bias.error_consistency import (
+    consistency_with_humans,
+    humans_among_themselves,
+)
+from selfsup_vis.shape_bias.plots import (
+    apply_styles,
+    find_icons,
+    plot_error_consistency,
+    plot_shape_bias_boxplot,
+    plot_shape_bias_matrix,
+)
 from selfsup_vis.utils.io import write_json, write_with
 
 log = logging.getLogger(__name__)
@@ -97,16 +108,11 @@ def plot_from_csvs(
     groups = build_groups(df, models, plotting_names, categories, include_humans)
     apply_styles(groups, colors, markers)
     icons = resolve_icons(icons_dir, download_icons) if categories == list(CATEGORIES) else {}
-    fig = plot_shape_bias_matrix(groups, categories, icons)
     if provenance is not None:
         provenance = provenance.replace(sources=sorted({str(f) for f in df["file"]}),
                                         model=", ".join(g.name for g in groups), n=len(df))
-        add_provenance(fig, provenance)
-    files = [str(p) for p in save_figure(fig, result_dir / FIGURE_STEM, formats)]
-    table = summary_table(groups, categories)
-    write_with(result_dir / "shape_bias.csv",
-               lambda tmp: table.to_csv(tmp, index=False))
-    files.append(str(result_dir / "shape_bias.csv"))
+    outputs = write_shape_bias_outputs(df, groups, categories, result_dir, FIGURE_STEM, formats,
+                                       icons, provenance, loggers)
     summary: dict[str, Any] = {
         "csv_dirs": [str(d) for d in csv_dirs],
         "categories": categories,
@@ -116,12 +122,14 @@ def plot_from_csvs(
             "shape_accuracy": g.stats["shape_accuracy"],
             "texture_accuracy": g.stats["texture_accuracy"],
             "counts": {k: v for k, v in g.stats.items() if k.startswith("num_")},
+            "decisions": g.decisions,
+            "flags": g.flags,
             "subjects": g.subjects,
             "files": g.files,
             "color": list(g.color), "marker": g.marker,
         } for g in groups},
         "icons": bool(icons),
-        "files": files,
+        **outputs,
     }
     humans = [g for g in groups if g.name == HUMANS]
     if humans:
@@ -130,11 +138,52 @@ def plot_from_csvs(
     if provenance is not None:
         summary.update(weights=provenance.weights, provenance=provenance.to_dict(), status="success")
     write_json(result_dir / "summary.json", summary)
-    if loggers:
-        log_figure(loggers, "shape_bias/matrixplot", fig)
-        log_scalars(loggers, {f"shape_bias/{g.name}": g.shape_bias for g in groups
-                              if not math.isnan(g.shape_bias)})
     for g in groups:
         log.info("shape bias %-24s %.4f", g.name, g.shape_bias)
-    log.info("matrix plot: %s", files[0])
+    log.info("matrix plot: %s", summary["files"][0])
     return summary
+
+
+def write_shape_bias_outputs(df: Any, groups: Sequence[Any], categories: Sequence[str],
+                             result_dir: Path, stem: str, formats: Sequence[str],
+                             icons: dict[str, Path], provenance: Any = None,
+                             loggers: Sequence[Any] = ()) -> dict[str, Any]:
+    """The figures and tables every shape-bias result gets (task=shape_bias and
+    task=plot_shape_bias alike): the matrix plot, model-vs-human's box plot, error consistency
+    with each human subject when subject CSVs are present, ``shape_bias.csv``; figures to the
+    loggers with the scalars. Returns ``files``, ``warnings`` and ``error_consistency``."""
+    figures: list[tuple[str, str, Any]] = [  # (file stem, logger key, figure)
+        (stem, "matrixplot", plot_shape_bias_matrix(groups, categories, icons)),
+        ("cue-conflict_shape-bias_boxplot", "boxplot", plot_shape_bias_boxplot(groups, categories)),
+    ]
+    models = [g for g in groups if g.name != HUMANS]
+    human_subjects = next((g.subjects for g in groups if g.name == HUMANS), [])
+    consistency: dict[str, Any] = {}
+    if human_subjects and models and categories == list(CATEGORIES):
+        labelled = df.assign(model=model_labels(df, warn=False))
+        results = consistency_with_humans(labelled, {g.name: g.subjects for g in models},
+                                          human_subjects)
+        among = humans_among_themselves(labelled, human_subjects)
+        consistency = {**{n: r.to_dict() for n, r in results.items()}, HUMANS: among.to_dict()}
+        figures.append(("cue-conflict_error-consistency", "error_consistency", plot_error_consistency(
+            results, among, {g.name: g for g in groups})))
+        for n, r in results.items():
+            log.info("error consistency %-24s κ=%.4f (mean over %d human subjects)", n,
+                     r.mean_kappa, len(r.per_subject))
+    files: list[str] = []
+    for name, key, fig in figures:
+        if provenance is not None:
+            add_provenance(fig, provenance)
+        files += [str(p) for p in save_figure(fig, result_dir / name, formats)]
+        if loggers:
+            log_figure(loggers, f"shape_bias/{key}", fig)
+    table = summary_table(groups, categories)
+    write_with(result_dir / "shape_bias.csv", lambda tmp: table.to_csv(tmp, index=False))
+    files.append(str(result_dir / "shape_bias.csv"))
+    if loggers:
+        log_scalars(loggers, {f"shape_bias/{g.name}": g.shape_bias for g in groups
+                              if not math.isnan(g.shape_bias)})
+        log_scalars(loggers, {f"error_consistency/{n}": r["error_consistency_mean"]
+                              for n, r in consistency.items()})
+    return {"files": files, "error_consistency": consistency,
+            "warnings": {g.name: g.flags for g in groups if g.flags}}

@@ -33,20 +33,20 @@ from selfsup_vis.shape_bias.analysis import (
     build_groups,
     csv_name,
     frame_from_rows,
+    provenance_sidecar,
     read_csv_dirs,
-    summary_table,
 )
 from selfsup_vis.shape_bias.evaluator import ShapeBiasEvaluator
 from selfsup_vis.shape_bias.metric import ShapeBias, write_rows_csv
-from selfsup_vis.shape_bias.plots import apply_styles, plot_shape_bias_matrix
-from selfsup_vis.shape_bias.report import resolve_icons
+from selfsup_vis.shape_bias.plots import apply_styles
+from selfsup_vis.shape_bias.report import resolve_icons, write_shape_bias_outputs
 from selfsup_vis.tasks.common import (
     TaskRun,
     build_trainer,
     is_global_zero,
     phase,
 )
-from selfsup_vis.utils.io import write_with
+from selfsup_vis.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +156,13 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         build_trainer(cfg, run.loggers, []).test(evaluator, dataloaders=dm.test_dataloader(), verbose=False)
     assert evaluator.summary is not None
     result = evaluator.summary
-    files, reference = (_figure_and_tables(run, t, evaluator.rows, model_name, dm.name, categories)
-                        if is_global_zero() else (None, None))  # the outputs are rank zero's
+    files, reference, flags, consistency = (
+        _figure_and_tables(run, t, evaluator.rows, model_name, dm.name, categories)
+        if is_global_zero() else (None, None, None, None))  # the outputs are rank zero's
     summary = ShapeBiasSummary(
         model=model_name, dataset=dm.name, split=t.split, decision_mapping=mapping, categories=categories,
         preprocessing=getattr(dm, "preprocessing", None), **result, trained_in_process=training,
-        files=files, reference=reference)
+        files=files, reference=reference, flags=flags, error_consistency=consistency)
     written = run.write_summary(summary)
     log.info("shape bias of %s: %.4f (%d shape / %d texture decisions on %d conflict images)",
              model_name, result["shape_bias"], result["counts"]["num_shape_hits"],
@@ -170,12 +171,15 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
 
 
 def _figure_and_tables(run: TaskRun, t: DictConfig, rows: list, model_name: str, dataset: str,
-                       categories: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
-    """model-vs-human's raw-data CSV, ``shape_bias.csv`` and the matrix plot, with the
-    reference CSVs (humans, other models) drawn next to the model; returns (files, the
-    references' shape bias)."""
+                       categories: list[str]) -> tuple[dict[str, Any], dict[str, float], list[str],
+                                                       dict[str, Any] | None]:
+    """model-vs-human's raw-data CSV (+ its provenance sidecar), ``shape_bias.csv``, the matrix
+    and box plots and error consistency, with the reference CSVs (humans, other models) next to
+    the model; returns (files, the references' shape bias, the model's flags, its error
+    consistency with the human subjects when their CSVs are among the references)."""
     out = run.dir
     csv_path = write_rows_csv(out / csv_name(model_name), rows)
+    sidecar = write_json(provenance_sidecar(csv_path), run.provenance.to_dict())  # for plot_shape_bias
     df = frame_from_rows(rows, str(csv_path))
     reference_dirs = list(t.reference_csv_dirs)
     if reference_dirs and categories == list(CATEGORIES):
@@ -188,9 +192,11 @@ def _figure_and_tables(run: TaskRun, t: DictConfig, rows: list, model_name: str,
         log.warning("reference CSVs are for the 16 cue-conflict categories; not drawn for %s", dataset)
     groups = build_groups(df, None, None, categories)
     apply_styles(groups)
-    write_with(out / "shape_bias.csv", lambda tmp: summary_table(groups, categories).to_csv(tmp, index=False))
     icons = resolve_icons(t.icons_dir) if categories == list(CATEGORIES) else {}
-    figures = run.figure(plot_shape_bias_matrix(groups, categories, icons), "shape_bias_matrixplot",
-                         "shape_bias/matrixplot")
-    return ({"csv": str(csv_path), "table": str(out / "shape_bias.csv"), "figures": [str(p) for p in figures]},
-            {g.name: g.shape_bias for g in groups if g.name != model_name})
+    outputs = write_shape_bias_outputs(df, groups, categories, out, "shape_bias_matrixplot",
+                                       list(t.formats), icons, run.provenance, run.loggers)
+    ours = next(g for g in groups if g.name == model_name)
+    files = {"csv": str(csv_path), "provenance": str(sidecar), "table": str(out / "shape_bias.csv"),
+             "figures": outputs["files"][:-1]}
+    return files, {g.name: g.shape_bias for g in groups if g.name != model_name}, ours.flags, \
+        outputs["error_consistency"].get(model_name)
