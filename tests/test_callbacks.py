@@ -91,14 +91,14 @@ def test_callbacks_work_in_any_lightning_training(tmp_path, caplog):
 
 def test_drawing_failure_does_not_break_training(tmp_path, monkeypatch, caplog):
     from selfsup_vis.data.transforms import pipeline_for_model
-    from selfsup_vis.models import build_model
+    from selfsup_vis.models import build_model, model_pipeline
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg(["model=mae_tiny", "dataset.batch_size=4", "dataset.val_samples_per_class=2"], tmp_path)
     import hydra
 
     dm = hydra.utils.instantiate(cfg.dataset)
-    dm.configure(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
+    dm.configure(train=model_pipeline(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
 
     def broken(*args, **kwargs):
         raise RuntimeError("figure exploded")
