@@ -58,7 +58,7 @@ _FOREIGN = ("builtins", "torch", "pytorch_lightning", "lightning", "typing")
 def restated_defaults(cls: type) -> list[str]:
     """``Class.param = value`` for every constructor parameter (along the MRO, our own classes)
     that has a default although ``cls.schema`` has a field of that name: a default written twice."""
-    fields = {f.name for f in dataclasses.fields(cls.schema)}
+    fields = set(schema_values(cls.schema))  # fields with a default (``???`` ones have none)
     found = []
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")

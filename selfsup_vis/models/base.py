@@ -49,7 +49,7 @@ class SSLModule(pl.LightningModule):
     #: mmpretrain / MMSelfSup ``model.type`` names this class reads (``kwargs_from_mm``)
     mm_types: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, *, name: str, img_size: int, mean: Sequence[float], std: Sequence[float],
+    def __init__(self, *, name: str = "model", img_size: int, mean: Sequence[float], std: Sequence[float],
                  checkpoint: str | None, pipeline: str, strict: bool, allow_random_parts: bool,
                  pooling: str | None, predict_layers: Sequence[str] | None,
                  final_norm_blocks: bool, optimizer: Any, scheduler: Any, lr_base_batch: int | None,

@@ -79,6 +79,8 @@ class MMClassifier(_ClassifierBase):
     Swin) | none (ViT: cls token or ``avg_featmap`` + ``ln2``) | cls_bn; ``head``: linear
     (``head.fc``) | vit (``head.layers.head`` [+ ``pre_logits`` Tanh when ``hidden_dim``])."""
 
+    mm_types = ("ImageClassifier",)
+
     def __init__(self, *, backbone: str, arch: dict[str, Any] | None, neck: str, head: str,
                  hidden_dim: int | None, num_classes: int, img_size: int, **common: Any) -> None:
         super().__init__(img_size=img_size, **common)
