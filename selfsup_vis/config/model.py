@@ -11,6 +11,7 @@ imported ones), so adding a family adds a dataclass here and nothing to a list."
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -218,7 +219,7 @@ def model_schemas() -> dict[str, type[ModelConfig]]:
     while todo:
         node = todo.pop(0)
         todo.extend(node.__subclasses__())
-        if node.family:
+        if node.family and node.__module__ in sys.modules:  # (not a module since unloaded)
             if node.family in found and found[node.family] is not node:
                 raise ValueError(f"model family {node.family!r} is declared twice: "
                                  f"{found[node.family].__qualname__} and {node.__qualname__}")

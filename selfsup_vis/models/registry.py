@@ -67,25 +67,19 @@ def model_class(model_cfg: Mapping[str, Any]) -> type[SSLModule]:
 
 
 def pipeline_mask_generator(model_cfg: Mapping[str, Any], name: str) -> MaskGenerator | None:
-    """The masks a training pipeline ``name`` draws for ``model_cfg``: the model's own generator
-    when its family trains on data-drawn masks with that pipeline; for another family's masked
-    pipeline (browsing ``pipeline=simmim`` with an MAE), that family's rule at the model's size."""
+    """The masks a data pipeline ``name`` draws for ``model_cfg``: the model's own generator when
+    ``name`` is its family's training pipeline and the family trains on data-drawn masks; for a
+    pipeline named after another family that does (browsing ``pipeline=simmim`` with an MAE),
+    that family's rule at the model's size; otherwise none."""
     cls = model_class(model_cfg)
-    own = families_by_pipeline().get(name, [])
-    if issubclass(cls, MaskedImageModule) and cls.data_masks and any(f.cls is cls for f in own):
+    own = getattr(cls, "schema", None)
+    if issubclass(cls, MaskedImageModule) and cls.data_masks and own is not None \
+            and str(own().pipeline.value) == name:
         return cls.mask_generator_from_config(model_cfg)
-    for fam in own:
-        if fam.data_masks:
-            return fam.cls.mask_generator_from_config(  # type: ignore[attr-defined]
-                {"img_size": int(model_cfg["img_size"])})
+    fam = families().get(name)
+    if fam is not None and fam.data_masks and fam.pipeline == name:
+        return fam.cls.mask_generator_from_config({"img_size": int(model_cfg["img_size"])})  # type: ignore[attr-defined]
     return None
-
-
-def families_by_pipeline() -> dict[str, list[Family]]:
-    out: dict[str, list[Family]] = {}
-    for fam in families().values():
-        out.setdefault(fam.pipeline, []).append(fam)
-    return out
 
 
 def model_pipeline(model_cfg: Any, name: str | None = None, skip: Sequence[str] = (),
