@@ -14,6 +14,8 @@ import torch
 
 from selfsup_vis.callbacks.base import PeriodicCallback, eval_data_name, fixed_samples
 from selfsup_vis.checkpoints.provenance import training_provenance
+from selfsup_vis.config.callbacks import ReconstructionDumpConfig
+from selfsup_vis.config.defaults import takes_schema
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.reconstruction.compute import reconstruct_batch, save_arrays
@@ -23,6 +25,7 @@ from selfsup_vis.reconstruction.plots import reconstruction_grid
 log = logging.getLogger(__name__)
 
 
+@takes_schema(ReconstructionDumpConfig)
 class ReconstructionDump(PeriodicCallback):
     """Every ``every_n_steps`` / ``every_n_epochs``: ``num_images`` validation images (chosen
     by ``seed``) with masks from ``seed`` (and ``mask_ratio``, default the model's) through
@@ -32,10 +35,9 @@ class ReconstructionDump(PeriodicCallback):
 
     subdir = "reconstructions"
 
-    def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
-                 num_images: int = 4, seed: int = 0, mask_ratio: float | None = None,
-                 at_train_end: bool = True, dirpath: str | None = None,
-                 formats: Sequence[str] = ("png",), save_arrays: bool = True) -> None:
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_images: int,
+                 seed: int, mask_ratio: float | None, at_train_end: bool, dirpath: str | None,
+                 formats: Sequence[str], save_arrays: bool) -> None:
         super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
         self.num_images = num_images
         self.seed = seed
