@@ -14,13 +14,11 @@ from typing import Any
 
 import torch
 from PIL import Image
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.transforms import v2 as T
 
+from selfsup_vis.config.model import IMAGENET_MEAN, IMAGENET_STD
 from selfsup_vis.config.schemas import Pipeline as PipelineName
 
-IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
-IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
 PIPELINES = tuple(p.value for p in PipelineName)
 SKIPPABLE = (
     "RandomResizedCrop", "ColorJitter", "RandomGrayscale", "GaussianBlur",
