@@ -157,3 +157,13 @@ def test_timm_classifier_by_name() -> None:
     assert set(m.extract_features(torch.randn(1, 3, 32, 32), ["pre_logits", "logits"])) == {"pre_logits", "logits"}
     with pytest.raises(Exception, match="no_such_net"):
         build_model({**dict(cfg.model), "name": "no_such_net"})
+
+
+def test_every_layer_and_random_parts_are_constructor_arguments(models) -> None:
+    """Built once: ``predict_layers=["all"]`` asks for every layer without reconfiguring the
+    built model, and ``allow_random_parts`` is a constructor argument (from the config)."""
+    cfg, m = models["mae_tiny"]
+    every = build_model(cfg, predict_layers=["all"])
+    assert every.predict_layers == m.available_layers()
+    assert m.allow_random_parts is False
+    assert build_model({**dict(cfg), "allow_random_parts": True}).allow_random_parts is True

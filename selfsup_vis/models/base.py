@@ -22,6 +22,9 @@ from selfsup_vis.models.optim import effective_batch_size, param_groups, run_len
 log = logging.getLogger(__name__)
 
 TOKEN_POOLINGS = tuple(p.value for p in Pooling)
+#: ``predict_layers=["all"]``: every layer of ``available_layers()`` (a caller cannot list them
+#: before the model is built, and must not reconfigure a model it did not build)
+ALL_LAYERS = "all"
 #: constructor arguments that are factories, not hyper-parameters (kept out of checkpoints)
 NOT_HPARAMS = ("optimizer", "scheduler")
 
@@ -115,6 +118,8 @@ class SSLModule(pl.LightningModule):
             raise ValueError(f"pooling={str(pooling)!r}: {type(self).__name__} '{self.model_name}' has "
                              f"{kind}; valid poolings: {', '.join(valid)}")
         resolved = list(layers) if layers else self.default_layers()
+        if resolved == [ALL_LAYERS]:  # every layer, known only once the model is built
+            resolved = self.available_layers()
         for layer in resolved:
             self.parse_layer(layer)
         if final_norm and self.final_norm_layer() is None:
