@@ -91,14 +91,14 @@ def test_callbacks_work_in_any_lightning_training(tmp_path, caplog):
 
 def test_drawing_failure_does_not_break_training(tmp_path, monkeypatch, caplog):
     from selfsup_vis.data.transforms import pipeline_for_model
-    from selfsup_vis.models import build_model
+    from selfsup_vis.models import build_model, model_pipeline
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg(["model=mae_tiny", "dataset.batch_size=4", "dataset.val_samples_per_class=2"], tmp_path)
     import hydra
 
     dm = hydra.utils.instantiate(cfg.dataset)
-    dm.configure(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
+    dm.configure(train=model_pipeline(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
 
     def broken(*args, **kwargs):
         raise RuntimeError("figure exploded")
@@ -112,3 +112,34 @@ def test_drawing_failure_does_not_break_training(tmp_path, monkeypatch, caplog):
     assert trainer.global_step == 2
     assert len(rec.failures) == 2 and "figure exploded" in rec.failures[0]
     assert "ReconstructionDump failed at step 1" in caplog.text
+
+
+def test_each_callback_default_once() -> None:
+    """Our callbacks' defaults live in their schemas (config/callbacks.py): the constructors
+    have none and conf/callbacks/default.yaml states only what differs; every knob is still
+    overridable because the schema supplies the key."""
+    import inspect
+
+    import yaml
+    from hydra.utils import get_class
+
+    from selfsup_vis.config import conf_dir
+    from selfsup_vis.config.callbacks import CALLBACK_SCHEMAS
+    from selfsup_vis.config.defaults import restated_defaults
+    from tests.conftest import compose_cfg
+
+    classes = [get_class(s._target_) for s in CALLBACK_SCHEMAS.values()]
+    assert [d for c in classes for d in restated_defaults(c)] == []
+    entries = yaml.safe_load((conf_dir() / "callbacks" / "default.yaml").read_text())
+    restated = []
+    for name, schema in CALLBACK_SCHEMAS.items():
+        defaults = {f: getattr(schema, f, None) for f in schema.__dataclass_fields__}
+        restated += [f"{name}.{k}" for k, v in (entries.get(name) or {}).items()
+                     if k in defaults and not inspect.isfunction(defaults[k]) and defaults[k] == v]
+    assert restated == []
+    cfg = compose_cfg(["task=pretrain", "callbacks.reconstruction.every_n_steps=7",
+                       "callbacks.embedding.perplexity=5"]).callbacks
+    assert cfg.reconstruction.every_n_steps == 7 and cfg.embedding.perplexity == 5
+    assert cfg.embedding.every_n_epochs == 5 and cfg.feature_health.at_train_end is False
+    with pytest.raises(Exception, match="num_image"):
+        compose_cfg(["task=pretrain", "callbacks.reconstruction.num_image=2"])

@@ -86,7 +86,9 @@ def test_blockwise_mask_generator_maskfeat_defaults():
     ],
 )
 def test_pipelines_output_shapes(name, expect):
-    p = build_pipeline(name, 64, patch_size=16 if name == "maskfeat" else 4, mask_patch_size=16)
+    # the caller (the model family) gives the mask generator; data/ knows no model's mask rule
+    masks = {"simmim": SimMIMMaskGenerator(64, 16, 4, 0.6), "maskfeat": BlockwiseMaskGenerator(4, 6, 6)}
+    p = build_pipeline(name, 64, mask_generator=masks.get(name))
     out = p(SyntheticShapes("train", samples_per_class=1).load_image(0))
     for key, shape in expect.items():
         if key == "views":
@@ -108,7 +110,17 @@ def test_skip_type_really_skips_and_rejects_unknown():
         build_pipeline("mocov2", 64, skip=["Colorjitter"])
     with pytest.raises(ValueError, match="has no step GaussianBlur"):
         build_pipeline("mae", 64, skip=["GaussianBlur"])
-    assert build_pipeline("simmim", 64, skip=["MaskGenerator"], patch_size=4, mask_patch_size=16).mask_generator is None
+    assert build_pipeline("simmim", 64, skip=["MaskGenerator"],
+                          mask_generator=SimMIMMaskGenerator(64, 16, 4, 0.6)).mask_generator is None
+    with pytest.raises(ValueError, match="has no step MaskGenerator"):  # no mask given: no step
+        build_pipeline("simmim", 64, skip=["MaskGenerator"])
+
+
+def test_data_never_imports_a_model():
+    """The data pipeline gets its mask generator from the caller: no module of data/ names the
+    models package, not even as a string for a deferred import (a hidden data -> models cycle)."""
+    data_dir = Path(__file__).resolve().parents[1] / "selfsup_vis" / "data"
+    assert [p.name for p in data_dir.rglob("*.py") if "selfsup_vis.models" in p.read_text()] == []
 
 
 def _write_folder(root: Path, classes=("a", "b"), n=2, size=20) -> None:
@@ -187,14 +199,13 @@ def test_datamodule_loaders_yield_sample_dicts():
 def test_maskfeat_pipeline_and_reconstruction_draw_the_same_mask():
     """D1: one mask rule (the model's): 40 masked patches with min_num_patches=15 gives blocks
     of >= 15 patches in the training pipeline as in task=reconstruct / the callback."""
-    from selfsup_vis.data.transforms import pipeline_for_model
-    from selfsup_vis.models import build_model
+    from selfsup_vis.models import build_model, model_pipeline
     from selfsup_vis.reconstruction.masks import make_masks
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg(["model=maskfeat_tiny", "model.img_size=224", "model.patch_size=16",
                        "model.num_masking_patches=40", "model.min_num_patches=15"]).model
-    pipe = pipeline_for_model(cfg)
+    pipe = model_pipeline(cfg)
     model = build_model(cfg)
     assert pipe.mask_generator.min_num_patches == model.mask_generator().min_num_patches == 15
     for seed in range(3):

@@ -17,7 +17,7 @@ from PIL import Image
 from selfsup_vis.callbacks.feature_health import FeatureHealth, evaluated_representation
 from selfsup_vis.data.base import CorruptImageError
 from selfsup_vis.data.transforms import pipeline_for_model
-from selfsup_vis.models import build_model
+from selfsup_vis.models import build_model, model_pipeline
 from selfsup_vis.tasks.common import run_task
 from tests.conftest import compose_cfg, run_main
 
@@ -77,7 +77,7 @@ def test_feature_health_measures_the_evaluated_representation():
 
 def _fit_with_health(model, cfg, tmp_path, steps: int) -> FeatureHealth:
     dm = hydra.utils.instantiate(cfg.dataset)
-    dm.configure(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
+    dm.configure(train=model_pipeline(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
     health = FeatureHealth(every_n_steps=steps, every_n_epochs=None, num_samples=32)
     trainer = pl.Trainer(max_steps=steps, logger=False, callbacks=[health], default_root_dir=tmp_path,
                          enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,

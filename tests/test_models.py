@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from selfsup_vis.config import conf_dir, register_configs
-from selfsup_vis.models import build_model
+from selfsup_vis.models import MaskedReconstruction, build_model
 
 TINY = ["mae_tiny", "simmim_tiny", "maskfeat_tiny", "mocov2_tiny", "classifier_tiny"]
 MIM = ["mae_tiny", "simmim_tiny", "maskfeat_tiny"]
@@ -95,23 +95,25 @@ def test_reconstruct_outputs(models, name: str) -> None:
     cfg, m = models[name]
     x = _images(cfg)
     out = m.reconstruct(x, generator=torch.Generator().manual_seed(3))
-    assert {"pred", "mask", "target", "mask_pixels", "loss"} <= set(out)
+    assert isinstance(out, MaskedReconstruction)
+    assert out.space == ("features" if name == "maskfeat_tiny" else "pixels")
+    assert out.per_patch_error.shape == (2, m.grid**2) and torch.isfinite(out.loss)
     if name == "maskfeat_tiny":  # HOG cells; drawn by the one HOG renderer (reconstruction.plots)
-        assert out["target_cells"].shape == out["pred_cells"].shape == out["mixed_cells"].shape
-        out["panels"] = {}
-    assert set(out["panels"]) == (set() if name == "maskfeat_tiny" else PANELS)
-    for k, v in out["panels"].items():
+        assert out.hog["target"].shape == out.hog["pred"].shape == out.hog["mixed"].shape
+        assert out.reconstruction is None
+    assert set(out.panels) == (set() if name == "maskfeat_tiny" else PANELS)
+    for k, v in out.panels.items():
         assert v.shape == (2, 3, cfg.img_size, cfg.img_size), k
         assert float(v.min()) >= 0 and float(v.max()) <= 1, k
-    mask = out["mask"]
+    mask = out.mask
     assert mask.dtype == torch.long and set(mask.unique().tolist()) <= {0, 1}
     # the mask that was used can be fed back and gives the same prediction
     again = m.reconstruct(x, mask=mask)
-    assert torch.equal(again["mask"], mask)
-    assert torch.allclose(again["pred"], out["pred"], atol=1e-5)
-    vis = 1 - out["mask_pixels"]
+    assert torch.equal(again.mask, mask)
+    assert torch.allclose(again.pred, out.pred, atol=1e-5)
+    vis = 1 - out.mask_pixels
     if name != "maskfeat_tiny":  # visible pixels are the original ones
-        orig, rv = out["panels"]["original"], out["panels"]["reconstruction_visible"]
+        orig, rv = out.panels["original"], out.panels["reconstruction_visible"]
         assert torch.allclose(orig * vis, rv * vis, atol=1e-5)
 
 
@@ -123,7 +125,7 @@ def test_mae_reconstruction_is_exact_for_perfect_prediction(models) -> None:
     from selfsup_vis.models.mae import patchify, unpatchify
 
     raw = patchify(x, m.patch_size)
-    rec = unpatchify(out["target"] * (raw.var(-1, keepdim=True) + 1e-6) ** 0.5 + raw.mean(-1, keepdim=True),
+    rec = unpatchify(out.target * (raw.var(-1, keepdim=True) + 1e-6) ** 0.5 + raw.mean(-1, keepdim=True),
                      m.patch_size)
     assert torch.allclose(rec, x, atol=1e-4)
 
@@ -132,8 +134,9 @@ def test_mae_non_norm_pix(models) -> None:
     cfg, _ = models["mae_tiny"]
     m = build_model({**dict(cfg), "norm_pix": False})
     out = m.reconstruct(_images(cfg))
-    assert torch.allclose(out["reconstruction"], __import__("selfsup_vis.models.mae", fromlist=["unpatchify"])
-                          .unpatchify(out["pred"], m.patch_size))
+    assert out.error_kind == "pixel_mse"
+    assert torch.allclose(out.reconstruction, __import__("selfsup_vis.models.mae", fromlist=["unpatchify"])
+                          .unpatchify(out.pred, m.patch_size))
 
 
 def test_classifier_logits(models) -> None:
@@ -154,3 +157,13 @@ def test_timm_classifier_by_name() -> None:
     assert set(m.extract_features(torch.randn(1, 3, 32, 32), ["pre_logits", "logits"])) == {"pre_logits", "logits"}
     with pytest.raises(Exception, match="no_such_net"):
         build_model({**dict(cfg.model), "name": "no_such_net"})
+
+
+def test_every_layer_and_random_parts_are_constructor_arguments(models) -> None:
+    """Built once: ``predict_layers=["all"]`` asks for every layer without reconfiguring the
+    built model, and ``allow_random_parts`` is a constructor argument (from the config)."""
+    cfg, m = models["mae_tiny"]
+    every = build_model(cfg, predict_layers=["all"])
+    assert every.predict_layers == m.available_layers()
+    assert m.allow_random_parts is False
+    assert build_model({**dict(cfg), "allow_random_parts": True}).allow_random_parts is True

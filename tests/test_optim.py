@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from selfsup_vis.data.transforms import pipeline_for_model
-from selfsup_vis.models import build_model
+from selfsup_vis.models import build_model, model_pipeline
 from selfsup_vis.models.mmconfig import model_config_from_mm
 from selfsup_vis.models.optim import RunLength, warmup_cosine
 from tests.conftest import compose_cfg, run_main
@@ -65,7 +65,7 @@ def _fit(model_name: str, *overrides: str, tmp_path, **trainer_kw) -> pl.Lightni
     cfg = compose_cfg([f"model={model_name}", "dataset.batch_size=4", *overrides], tmp_path)
     model = build_model(cfg.model)
     dm = hydra.utils.instantiate(cfg.dataset)
-    dm.configure(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval"))
+    dm.configure(train=model_pipeline(cfg.model), eval=pipeline_for_model(cfg.model, "eval"))
     trainer = pl.Trainer(logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
                          enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
                          num_sanity_val_steps=0, **trainer_kw)

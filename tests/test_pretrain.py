@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from selfsup_vis.data.transforms import pipeline_for_model
-from selfsup_vis.models import build_model
+from selfsup_vis.models import build_model, model_pipeline
 from selfsup_vis.reconstruction.compute import reconstruct_batch
 from selfsup_vis.reconstruction.masks import make_masks
 from selfsup_vis.tasks.pretrain import ResumeError, check_resume_checkpoint
@@ -101,7 +101,7 @@ def test_tiny_mae_learns(tmp_path):
     cfg = compose_cfg(["model=mae_tiny", "dataset.batch_size=16", "model.optimizer.lr=2e-3"], tmp_path)
     model = build_model(cfg.model)
     dm = hydra.utils.instantiate(cfg.dataset)
-    dm.configure(train=pipeline_for_model(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
+    dm.configure(train=model_pipeline(cfg.model), eval=pipeline_for_model(cfg.model, "eval", crop_pct=None))
     val = dm.dataset("val", dm.eval_pipeline)
     images = torch.stack([val[i]["image"] for i in range(0, len(val), 8)])
     masks = make_masks(model, len(images), seed=0)

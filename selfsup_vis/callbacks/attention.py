@@ -20,6 +20,8 @@ from selfsup_vis.attention.metric import PointingGame
 from selfsup_vis.attention.plots import grid_figure
 from selfsup_vis.callbacks.base import PeriodicCallback, eval_data_name, fixed_samples
 from selfsup_vis.checkpoints.provenance import training_provenance
+from selfsup_vis.config.callbacks import AttentionSnapshotConfig
+from selfsup_vis.config.defaults import takes_schema
 from selfsup_vis.data.transforms import denormalize
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.plotting.provenance import add_provenance
@@ -28,6 +30,7 @@ from selfsup_vis.utils.io import save_npy
 log = logging.getLogger(__name__)
 
 
+@takes_schema(AttentionSnapshotConfig)
 class AttentionSnapshot(PeriodicCallback):
     """Every ``every_n_steps`` / ``every_n_epochs``: maps of ``num_images`` validation images
     (chosen by ``seed``) -> ``<dirpath>/attention_step<N>.png`` (+ ``.npy``) and every logger
@@ -37,12 +40,10 @@ class AttentionSnapshot(PeriodicCallback):
 
     subdir = "attention"
 
-    def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
-                 num_images: int = 4, method: str | None = None, block: int | None = None,
-                 layer: str | None = None, head_fusion: str = "mean", discard_ratio: float = 0.0,
-                 seed: int = 0, alpha: float = 0.5, colormap: str = "inferno",
-                 at_train_end: bool = True, dirpath: str | None = None,
-                 formats: Sequence[str] = ("png",), save_arrays: bool = True) -> None:
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_images: int,
+                 method: str | None, block: int | None, layer: str | None, head_fusion: str,
+                 discard_ratio: float, seed: int, alpha: float, colormap: str, at_train_end: bool,
+                 dirpath: str | None, formats: Sequence[str], save_arrays: bool) -> None:
         super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
         self.num_images, self.method, self.block, self.layer = num_images, method, block, layer
         self.head_fusion, self.discard_ratio, self.seed = head_fusion, discard_ratio, seed

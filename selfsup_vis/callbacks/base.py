@@ -24,9 +24,8 @@ class PeriodicCallback(pl.Callback):
 
     subdir = "snapshots"
 
-    def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
-                 at_train_end: bool = True, dirpath: str | None = None,
-                 formats: Sequence[str] = ("png",)) -> None:
+    def __init__(self, every_n_steps: int | None, every_n_epochs: int | None, at_train_end: bool,
+                 dirpath: str | None, formats: Sequence[str]) -> None:
         super().__init__()
         for name, v in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
             if v is not None and int(v) < 1:

@@ -18,6 +18,8 @@ from selfsup_vis.callbacks.base import (
     fixed_samples,
 )
 from selfsup_vis.checkpoints.provenance import training_provenance
+from selfsup_vis.config.callbacks import EmbeddingSnapshotConfig
+from selfsup_vis.config.defaults import takes_schema
 from selfsup_vis.embedding import EmbedParams, compute_embedding, embedding_quality
 from selfsup_vis.embedding.plots import plot_embedding
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
@@ -27,6 +29,7 @@ from selfsup_vis.utils.io import write_with
 log = logging.getLogger(__name__)
 
 
+@takes_schema(EmbeddingSnapshotConfig)
 class EmbeddingSnapshot(PeriodicCallback):
     """Every ``every_n_epochs`` (or ``every_n_steps``): features of ``layer`` (default: the
     model's default layer) for ``num_samples`` validation images chosen by ``seed`` ->
@@ -36,11 +39,10 @@ class EmbeddingSnapshot(PeriodicCallback):
 
     subdir = "embeddings"
 
-    def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
-                 num_samples: int = 256, layer: str | None = None, backend: str = "auto",
-                 perplexity: float = 30.0, seed: int = 0, batch_size: int = 64,
-                 at_train_end: bool = True, dirpath: str | None = None,
-                 formats: Sequence[str] = ("png",), embed_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_samples: int,
+                 layer: str | None, backend: str, perplexity: float, seed: int, batch_size: int,
+                 at_train_end: bool, dirpath: str | None, formats: Sequence[str],
+                 embed_kwargs: dict[str, Any] | None) -> None:
         super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
         self.num_samples, self.layer, self.backend = num_samples, layer, backend
         self.perplexity, self.seed, self.batch_size = perplexity, seed, batch_size

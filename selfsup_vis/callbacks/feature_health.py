@@ -12,11 +12,14 @@ a healthy model: a false alarm), the pooled backbone output for MoCo / CNNs."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 
 from selfsup_vis.callbacks.base import PeriodicCallback, batched_features, fixed_samples
+from selfsup_vis.config.callbacks import FeatureHealthConfig
+from selfsup_vis.config.defaults import takes_schema
 from selfsup_vis.plotting.log import log_scalars
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ def feature_health(features: np.ndarray) -> dict[str, float]:
             "effective_rank": erank, "effective_rank_ratio": erank / min(x.shape)}
 
 
+@takes_schema(FeatureHealthConfig)
 class FeatureHealth(PeriodicCallback):
     """Logs ``health/<layer>/{feature_std, feature_std_x_sqrt_dim, effective_rank,
     effective_rank_ratio}`` every ``every_n_epochs`` / ``every_n_steps`` on ``num_samples``
@@ -60,11 +64,10 @@ class FeatureHealth(PeriodicCallback):
 
     subdir = "health"
 
-    def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
-                 num_samples: int = 256, layer: str | None = None, seed: int = 0,
-                 batch_size: int = 64, at_train_end: bool = False,
-                 collapse_threshold: float = 0.02) -> None:
-        super().__init__(every_n_steps, every_n_epochs, at_train_end)
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_samples: int,
+                 layer: str | None, seed: int, batch_size: int, at_train_end: bool,
+                 collapse_threshold: float, dirpath: str | None, formats: Sequence[str]) -> None:
+        super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
         self.num_samples, self.layer, self.seed, self.batch_size = num_samples, layer, seed, batch_size
         self.collapse_threshold = collapse_threshold
         self._fixed = None

@@ -14,15 +14,18 @@ import torch
 
 from selfsup_vis.callbacks.base import PeriodicCallback, eval_data_name, fixed_samples
 from selfsup_vis.checkpoints.provenance import training_provenance
+from selfsup_vis.config.callbacks import ReconstructionDumpConfig
+from selfsup_vis.config.defaults import takes_schema
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.reconstruction.compute import reconstruct_batch, save_arrays
-from selfsup_vis.reconstruction.masks import algorithm_of, make_masks
+from selfsup_vis.reconstruction.masks import make_masks, masked_image_model
 from selfsup_vis.reconstruction.plots import reconstruction_grid
 
 log = logging.getLogger(__name__)
 
 
+@takes_schema(ReconstructionDumpConfig)
 class ReconstructionDump(PeriodicCallback):
     """Every ``every_n_steps`` / ``every_n_epochs``: ``num_images`` validation images (chosen
     by ``seed``) with masks from ``seed`` (and ``mask_ratio``, default the model's) through
@@ -32,10 +35,9 @@ class ReconstructionDump(PeriodicCallback):
 
     subdir = "reconstructions"
 
-    def __init__(self, every_n_steps: int | None = None, every_n_epochs: int | None = 1,
-                 num_images: int = 4, seed: int = 0, mask_ratio: float | None = None,
-                 at_train_end: bool = True, dirpath: str | None = None,
-                 formats: Sequence[str] = ("png",), save_arrays: bool = True) -> None:
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_images: int,
+                 seed: int, mask_ratio: float | None, at_train_end: bool, dirpath: str | None,
+                 formats: Sequence[str], save_arrays: bool) -> None:
         super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
         self.num_images = num_images
         self.seed = seed
@@ -50,20 +52,20 @@ class ReconstructionDump(PeriodicCallback):
         if self._unsupported:
             return
         try:
-            algo = algorithm_of(pl_module)
+            model = masked_image_model(pl_module)
         except TypeError as err:
             self._unsupported = True
             log.warning("ReconstructionDump: %s; no reconstructions will be drawn", err)
             return
         if self._fixed is None:
             self._fixed = fixed_samples(trainer, self.num_images, self.seed)
-            self._masks = make_masks(pl_module, len(self._fixed["names"]), self.seed, self.mask_ratio)
+            self._masks = make_masks(model, len(self._fixed["names"]), self.seed, self.mask_ratio)
         names = [f"#{i} {n}"[:40] for i, n in zip(self._fixed["indices"], self._fixed["names"], strict=True)]
-        recs = reconstruct_batch(pl_module, self._fixed["images"], self._masks, names)
+        recs = reconstruct_batch(model, self._fixed["images"], self._masks, names)
         step = trainer.global_step
         err = float(np.mean([r.error for r in recs]))
         self.history.append((step, err))
-        title = (f"{getattr(pl_module, 'model_name', type(pl_module).__name__)} ({algo}) · epoch "
+        title = (f"{model.model_name} ({model.schema.family}) · epoch "
                  f"{trainer.current_epoch} · step {step} · masked {recs[0].error_kind} {err:.4f}")
         fig = reconstruction_grid([r.panels for r in recs], title)
         add_provenance(fig, training_provenance(

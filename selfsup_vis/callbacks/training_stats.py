@@ -11,6 +11,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import grad_norm
 
+from selfsup_vis.config.callbacks import TrainingStatsConfig
+from selfsup_vis.config.defaults import takes_schema
+
 
 def batch_size_of(batch: Any) -> int:
     """Images in a batch: our dict samples (``image`` / ``views``), tuples, or tensors."""
@@ -46,13 +49,14 @@ def total_grad_norm(module: torch.nn.Module) -> torch.Tensor | None:
     return norms.get("grad_2.0_norm_total")
 
 
+@takes_schema(TrainingStatsConfig)
 class TrainingStats(pl.Callback):
     """Logs ``train/throughput`` (img/s), ``train/data_time`` and ``train/step_time`` (s),
     ``train/grad_norm`` and, on CUDA, ``train/gpu_mem_mb`` (peak allocated) through
     ``LightningModule.log``, computed only on the steps Lightning writes
     (``trainer.log_every_n_steps``), so that the callback costs nothing in between."""
 
-    def __init__(self, grad_norm: bool = True, gpu_memory: bool = True) -> None:
+    def __init__(self, *, grad_norm: bool, gpu_memory: bool) -> None:
         super().__init__()
         self.grad_norm = grad_norm
         self.gpu_memory = gpu_memory

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from selfsup_vis.config import attention, compare, model, report, schemas, shape_bias, tasks_train
+from selfsup_vis.config import (
+    attention,
+    callbacks,
+    compare,
+    model,
+    report,
+    schemas,
+    shape_bias,
+    tasks_train,
+)
 from selfsup_vis.config.paths import conf_dir
 from selfsup_vis.config.resolvers import register_resolvers
 
@@ -14,6 +23,7 @@ def register_configs() -> None:
     register_resolvers()
     schemas.register()
     model.register_model_schemas()
+    callbacks.register_callback_schemas()
     shape_bias.register_shape_bias_schemas()
     tasks_train.register_train_schemas()
     attention.register_attention_schemas()

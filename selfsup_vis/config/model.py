@@ -1,23 +1,27 @@
 """Typed schemas of the ``model`` config group (conf/model/*.yaml pull them in with
 ``defaults: [/schema/model/<kind>@_here_, _self_]``), so a misspelt model key fails at compose
 time. Field names are the keyword arguments of the LightningModule named by ``_target_``; this
-file is the one source of every model default, the pre-training recipes included (a model built
-without a config, e.g. from an mmpretrain config, gets them through :func:`schema_defaults`)."""
+file is the one source of every model default, the pre-training recipes included (the model
+classes declare no defaults: ``@takes_schema(<Schema>)`` fills what a call leaves out, so a
+model built without a config, e.g. from an mmpretrain config, trains with the same recipe).
+
+A schema's ``family`` is its name in the ``schema/model`` group (``/schema/model/<family>``);
+:func:`model_schemas` finds every schema (subclasses of :class:`ModelConfig`, ours and a user's
+imported ones), so adding a family adds a dataclass here and nothing to a list."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from selfsup_vis.config.schemas import Pipeline, Pooling
 
-IMAGENET_MEAN = list(IMAGENET_DEFAULT_MEAN)
-IMAGENET_STD = list(IMAGENET_DEFAULT_STD)
-
+# timm.data.IMAGENET_DEFAULT_MEAN / _STD, written out so that the config layer needs no torch
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 # ------------------------------------------------------------------- optimizer and schedule
@@ -60,6 +64,7 @@ class SchedulerConfig:
 
 @dataclass
 class ModelConfig:
+    family: ClassVar[str] = ""  # name in the schema/model group; "" = not a family (a base)
     _target_: str = "???"
     name: str = "???"
     img_size: int = field(default=224, metadata={"min": 1})
@@ -84,6 +89,7 @@ class ModelConfig:
 
 @dataclass
 class MAEConfig(ModelConfig):
+    family: ClassVar[str] = "mae"
     _target_: str = "selfsup_vis.models.mae.MAE"
     pipeline: Pipeline = Pipeline.mae
     # mae_vit-base-p16_8xb512-amp-coslr-300e_in1k
@@ -108,6 +114,7 @@ class MAEConfig(ModelConfig):
 
 @dataclass
 class SimMIMConfig(ModelConfig):
+    family: ClassVar[str] = "simmim"
     _target_: str = "selfsup_vis.models.simmim.SimMIM"
     pipeline: Pipeline = Pipeline.simmim
     # simmim_swin-base_16xb128-amp-coslr-100e_in1k-192
@@ -135,6 +142,7 @@ class SimMIMConfig(ModelConfig):
 
 @dataclass
 class MaskFeatConfig(ModelConfig):
+    family: ClassVar[str] = "maskfeat"
     _target_: str = "selfsup_vis.models.maskfeat.MaskFeat"
     pipeline: Pipeline = Pipeline.maskfeat
     # maskfeat_vit-base-p16_8xb256-amp-coslr-300e_in1k: lr 2e-4 x 8 at batch 2048
@@ -158,6 +166,7 @@ class MaskFeatConfig(ModelConfig):
 
 @dataclass
 class MoCoV2Config(ModelConfig):
+    family: ClassVar[str] = "mocov2"
     _target_: str = "selfsup_vis.models.moco.MoCoV2"
     pipeline: Pipeline = Pipeline.mocov2
     # mocov2_resnet50_8xb32-coslr-200e_in1k: SGD, weight decay on every parameter, no warmup
@@ -182,6 +191,7 @@ class MMClassifierConfig(ModelConfig):
     (see selfsup_vis.models.backbones.build_*), ``neck`` gap | none | cls_bn,
     ``head`` linear (head.fc) | vit (head.layers.head [+ pre_logits when hidden_dim])."""
 
+    family: ClassVar[str] = "mmcls"
     _target_: str = "selfsup_vis.models.classifier.MMClassifier"
     backbone: str = "resnet"
     arch: dict[str, Any] = field(default_factory=dict)  # merged with the yaml's dict
@@ -193,6 +203,7 @@ class MMClassifierConfig(ModelConfig):
 
 @dataclass
 class TimmClassifierConfig(ModelConfig):
+    family: ClassVar[str] = "timm"
     _target_: str = "selfsup_vis.models.classifier.TimmClassifier"
     model_name: str | None = None  # timm model name; default: ``name``
     pretrained: bool = False  # True uses timm's own download / HF cache
@@ -200,21 +211,23 @@ class TimmClassifierConfig(ModelConfig):
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-MODEL_SCHEMAS = {"mae": MAEConfig, "simmim": SimMIMConfig, "maskfeat": MaskFeatConfig,
-                 "mocov2": MoCoV2Config, "mmcls": MMClassifierConfig, "timm": TimmClassifierConfig}
-
-
-def schema_defaults(target: str) -> dict[str, Any]:
-    """The schema's defaults (a plain dict) of the model class ``target`` (``_target_``), so
-    that a model built without a config (mmpretrain config, tests) trains with the same
-    recipe as ``model=<name>``."""
-    for node in MODEL_SCHEMAS.values():
-        if node._target_ == target:
-            return OmegaConf.to_container(OmegaConf.structured(node), resolve=True, enum_to_str=True)
-    return OmegaConf.to_container(OmegaConf.structured(ModelConfig), resolve=True, enum_to_str=True)
+def model_schemas() -> dict[str, type[ModelConfig]]:
+    """Every model schema by family name: the subclasses of :class:`ModelConfig` that name one
+    (this file's and those of any imported module, e.g. a user's own family)."""
+    found: dict[str, type[ModelConfig]] = {}
+    todo = [ModelConfig]
+    while todo:
+        node = todo.pop(0)
+        todo.extend(node.__subclasses__())
+        if node.family and node.__module__ in sys.modules:  # (not a module since unloaded)
+            if node.family in found and found[node.family] is not node:
+                raise ValueError(f"model family {node.family!r} is declared twice: "
+                                 f"{found[node.family].__qualname__} and {node.__qualname__}")
+            found[node.family] = node
+    return found
 
 
 def register_model_schemas() -> None:
     cs = ConfigStore.instance()
-    for name, node in MODEL_SCHEMAS.items():
+    for name, node in model_schemas().items():
         cs.store(group="schema/model", name=name, node=node)

@@ -15,6 +15,13 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from selfsup_vis.config.defaults import takes_schema
+from selfsup_vis.config.schemas import (
+    CueConflictDataConfig,
+    ImageFolderDataConfig,
+    ImageNetDataConfig,
+    SyntheticDataConfig,
+)
 from selfsup_vis.data.base import ImageDataset, collate_skip_none
 from selfsup_vis.data.cue_conflict import check_cue_conflict_layout
 from selfsup_vis.data.folders import image_folder_dataset, imagenet_dataset
@@ -33,11 +40,12 @@ class ImageDataModule(pl.LightningDataModule):
     def __init__(
         self,
         name: str,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        train_split: str = "train",
-        eval_split: str = "val",
+        *,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        train_split: str,
+        eval_split: str,
     ) -> None:
         super().__init__()
         self.name = name
@@ -102,7 +110,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _require(self, pipeline: Pipeline | None, what: str) -> Pipeline:
         if pipeline is None:
-            raise RuntimeError(f"dataset {self.name}: no {what} pipeline set (call set_pipelines)")
+            raise RuntimeError(f"dataset {self.name}: no {what} pipeline set; pass it to "
+                               f"configure({what}=...), e.g. model_pipeline(cfg.model) of the models "
+                               f"package (train) or data.transforms.pipeline_for_model(cfg.model, 'eval')")
         return pipeline
 
     def train_dataloader(self) -> DataLoader:
@@ -123,6 +133,7 @@ class ImageDataModule(pl.LightningDataModule):
         return self.predict_dataloader()
 
 
+@takes_schema(SyntheticDataConfig)
 class SyntheticDataModule(ImageDataModule):
     """The embedded default: shapes × textures generated on the fly (no files)."""
 
@@ -130,13 +141,14 @@ class SyntheticDataModule(ImageDataModule):
 
     def __init__(
         self,
-        name: str = "synthetic",
-        num_classes: int = 8,
-        image_size: int = 64,
-        samples_per_class: int = 64,
-        val_samples_per_class: int = 16,
-        conflict_per_pair: int = 1,
-        seed: int = 0,
+        *,
+        name: str,
+        num_classes: int,
+        image_size: int,
+        samples_per_class: int,
+        val_samples_per_class: int,
+        conflict_per_pair: int,
+        seed: int,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
@@ -154,16 +166,18 @@ class SyntheticDataModule(ImageDataModule):
         )
 
 
+@takes_schema(ImageFolderDataConfig)
 class ImageFolderDataModule(ImageDataModule):
     """``root/<class>/<image>``; optional ``train_dir`` / ``val_dir`` sub-folders of root."""
 
     def __init__(
         self,
         root: str,
-        name: str = "image_folder",
-        train_dir: str | None = None,
-        val_dir: str | None = None,
-        skip_corrupt: bool = False,
+        *,
+        name: str,
+        train_dir: str | None,
+        val_dir: str | None,
+        skip_corrupt: bool,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
@@ -177,16 +191,18 @@ class ImageFolderDataModule(ImageDataModule):
         return image_folder_dataset(root, transform, self.skip_corrupt)
 
 
+@takes_schema(ImageNetDataConfig)
 class ImageNetDataModule(ImageDataModule):
     """ImageNet-style ``root/<split>``: class folders, or a flat folder + label file."""
 
     def __init__(
         self,
         root: str,
-        name: str = "imagenet",
-        label_file: str | None = None,
-        class_names_file: str | None = None,
-        skip_corrupt: bool = False,
+        *,
+        name: str,
+        label_file: str | None,
+        class_names_file: str | None,
+        skip_corrupt: bool,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
@@ -201,6 +217,7 @@ class ImageNetDataModule(ImageDataModule):
         )
 
 
+@takes_schema(CueConflictDataConfig)
 class CueConflictDataModule(ImageDataModule):
     """The cue-conflict stimuli: ``root/<shape category>/<shape><i>-<texture><j>.png``.
 
@@ -211,12 +228,12 @@ class CueConflictDataModule(ImageDataModule):
     def __init__(
         self,
         root: str,
-        name: str = "cue_conflict",
-        preprocessing: str = "model_vs_human",
-        check_layout: bool = True,
+        *,
+        name: str,
+        preprocessing: str,
+        check_layout: bool,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("eval_split", "conflict")
         super().__init__(name, **kwargs)
         if preprocessing not in ("model_vs_human", "mmselfsup"):
             raise ValueError(

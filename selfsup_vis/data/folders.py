@@ -243,5 +243,7 @@ def imagenet_dataset(
         names = [ln.strip() for ln in Path(class_names_file).read_text().splitlines() if ln.strip()]
         if len(names) < len(ds.classes):
             raise ValueError(f"imagenet: {class_names_file} has {len(names)} names for {len(ds.classes)} classes")
-        ds.classes = names[: len(ds.classes)] if subdirs else names
+        # built again with the names (a dataset is not rewired after construction)
+        ds = FileImageDataset(ds.root, ds.paths, ds.labels, names[: len(ds.classes)] if subdirs else names,
+                              transform, skip_corrupt)
     return ds

@@ -3,9 +3,9 @@
 Same algorithms as mmpretrain's ``MAEViT.random_masking``, ``SimMIMMaskGenerator`` and
 ``BEiTMaskGenerator``, but drawing from an optional ``torch.Generator`` so that masks are
 reproducible per sample. Masks are LongTensors with 1 = masked. The settings are not decided
-here: each model builds its own generator from its constructor arguments
-(``model.mask_generator()`` / ``Model.mask_generator_from_config(cfg)``), and the training
-pipeline, ``task=reconstruct`` and the reconstruction callback all ask the model.
+here (no defaults: the model schemas have them): each masked-image family builds its generator
+from its constructor arguments (``mask_generator()`` / ``mask_generator_from_config(cfg)``), and
+the training pipeline, ``task=reconstruct`` and the reconstruction callback all ask the family.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class RandomMaskGenerator:
     """MAE: ``int(L * (1 - mask_ratio))`` patches kept, chosen by the order of uniform noise
     (the model's own ``forward_encoder`` masks the same way), on a ``grid`` x ``grid`` map."""
 
-    def __init__(self, grid: int, mask_ratio: float = 0.75) -> None:
+    def __init__(self, grid: int, mask_ratio: float) -> None:
         self.grid, self.mask_ratio = int(grid), float(mask_ratio)
         self.num_patches = self.grid * self.grid
         self.len_keep = int(self.num_patches * (1 - self.mask_ratio))
@@ -52,10 +52,10 @@ class SimMIMMaskGenerator:
 
     def __init__(
         self,
-        input_size: int = 192,
-        mask_patch_size: int = 32,
-        model_patch_size: int = 4,
-        mask_ratio: float = 0.6,
+        input_size: int,
+        mask_patch_size: int,
+        model_patch_size: int,
+        mask_ratio: float,
     ) -> None:
         if input_size % mask_patch_size or mask_patch_size % model_patch_size:
             raise ValueError(
@@ -93,9 +93,9 @@ class BlockwiseMaskGenerator:
 
     def __init__(
         self,
-        input_size: int | tuple[int, int] = 14,
-        num_masking_patches: int = 78,
-        min_num_patches: int = 15,
+        input_size: int | tuple[int, int],
+        num_masking_patches: int,
+        min_num_patches: int,
         max_num_patches: int | None = None,
         min_aspect: float = 0.3,
         max_aspect: float | None = None,

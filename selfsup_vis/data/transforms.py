@@ -13,18 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from hydra.utils import get_class
 from PIL import Image
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.transforms import v2 as T
 
+from selfsup_vis.config.model import IMAGENET_MEAN, IMAGENET_STD
 from selfsup_vis.config.schemas import Pipeline as PipelineName
 
-IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
-IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
 PIPELINES = tuple(p.value for p in PipelineName)
-#: the model class whose mask generator a masked pipeline uses (the model owns the mask rule)
-MASK_MODELS = {"simmim": "selfsup_vis.models.simmim.SimMIM", "maskfeat": "selfsup_vis.models.maskfeat.MaskFeat"}
 SKIPPABLE = (
     "RandomResizedCrop", "ColorJitter", "RandomGrayscale", "GaussianBlur",
     "RandomHorizontalFlip", "Resize", "CenterCrop", "Normalize", "MaskGenerator",
@@ -128,11 +123,6 @@ def build_pipeline(
     skip: Sequence[str] = (),
     *,
     crop_pct: float | None = 0.875,
-    patch_size: int | None = None,
-    mask_patch_size: int | None = None,
-    mask_ratio: float | None = None,
-    num_masking_patches: int | None = None,
-    min_num_patches: int | None = None,
     num_local_views: int = 6,
     local_size: int | None = None,
     mask_generator: Callable[..., torch.Tensor] | None = None,
@@ -144,22 +134,15 @@ def build_pipeline(
     (RandomResizedCrop 0.2–1, ColorJitter 0.4/0.4/0.4/0.1 p0.8, Grayscale p0.2, GaussianBlur
     σ 0.1–2 p0.5, flip). ``multicrop``: 2 global + N local views. ``mae``: RandomResizedCrop
     0.2–1 + flip. ``simmim``: RandomResizedCrop 0.67–1 + flip + SimMIM mask. ``maskfeat``:
-    RandomResizedCrop 0.5–1 + flip + blockwise mask. The mask is ``mask_generator`` (the
-    model's own, see :func:`pipeline_for_model`), else the one the SimMIM / MaskFeat model class
-    builds from the given mask settings (its constructor's defaults for the others).
+    RandomResizedCrop 0.5–1 + flip (+ blockwise mask). Every sample gets a ``"mask"`` from
+    ``mask_generator`` when one is given: the caller's (the model family owns its mask rule,
+    see ``model_pipeline`` of the models package); this package never builds a model's masks.
     """
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; valid: {', '.join(PIPELINES)}")
     skip_set = set(normalize_skip(skip))
     mean_t, std_t = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     flip = ("RandomHorizontalFlip", T.RandomHorizontalFlip())
-    if name in MASK_MODELS and mask_generator is None:
-        given = {"img_size": img_size, "patch_size": patch_size, "mask_patch_size": mask_patch_size,
-                 "mask_ratio": mask_ratio, "num_masking_patches": num_masking_patches,
-                 "min_num_patches": min_num_patches}
-        mask_generator = get_class(MASK_MODELS[name]).mask_generator_from_config(given)
-    elif name not in MASK_MODELS:
-        mask_generator = None
     if name == "eval":
         if crop_pct is None:
             steps = [("Resize", T.Resize((img_size, img_size), interpolation=_BICUBIC, antialias=True))]
@@ -188,6 +171,7 @@ def build_pipeline(
             img_size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), interpolation=_BICUBIC, antialias=True
         )
         views = [("view", [("RandomResizedCrop", rrc), flip])]
+    has_mask = mask_generator is not None
     if "MaskGenerator" in skip_set:
         mask_generator = None
     built = []
@@ -197,7 +181,7 @@ def build_pipeline(
         if "Normalize" not in skip_set:
             kept.append(("Normalize", T.Normalize(mean_t, std_t)))
         built.append(View(view_name, kept))
-    present = {n for v in views for n, _ in v[1]} | {"Normalize"} | ({"MaskGenerator"} if name in ("simmim", "maskfeat") else set())
+    present = {n for v in views for n, _ in v[1]} | {"Normalize"} | ({"MaskGenerator"} if has_mask else set())
     not_in = sorted(skip_set - present)
     if not_in:
         raise ValueError(
@@ -211,24 +195,16 @@ def pipeline_for_model(
     name: str | None = None,
     skip: Sequence[str] = (),
     crop_pct: float | None = 0.875,
+    mask_generator: Callable[..., torch.Tensor] | None = None,
 ) -> Pipeline:
     """The pipeline named by ``name`` (default: the model's training pipeline), sized and
-    normalised from the model config (``img_size``, ``mean``, ``std``). A masked pipeline
-    draws the model's own masks (``mask_generator_from_config`` of the model class, the rule
-    that ``model.mask_generator()`` uses too); a masked pipeline of another algorithm than the
-    model's (e.g. browsing ``pipeline=simmim`` with an MAE) uses that algorithm's defaults."""
+    normalised from the model config (``img_size``, ``mean``, ``std``), drawing masks with
+    ``mask_generator`` when given. A masked-image model's training pipeline needs its
+    generator: build that one with ``model_pipeline(model_cfg)`` of the models package."""
     name = str(name or model_cfg.get("pipeline", "eval"))
-    mask_generator = None
-    if name in MASK_MODELS:
-        target = model_cfg.get("_target_")
-        model_cls = get_class(str(target)) if target else None
-        mask_cls = get_class(MASK_MODELS[name])
-        own = model_cls is not None and issubclass(model_cls, mask_cls)
-        mask_generator = mask_cls.mask_generator_from_config(
-            model_cfg if own else {"img_size": int(model_cfg.img_size)})
     return build_pipeline(
         name,
-        int(model_cfg.img_size),
+        int(model_cfg["img_size"]),
         model_cfg.get("mean", IMAGENET_MEAN),
         model_cfg.get("std", IMAGENET_STD),
         skip,

@@ -18,10 +18,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from selfsup_vis.models.base import SSLModule
+from selfsup_vis.models.masked import MaskedImageModule, MaskedReconstruction
+from selfsup_vis.models.registry import Family, families, model_class, model_pipeline
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SSLModule", "build_model"]
+__all__ = ["Family", "MaskedImageModule", "MaskedReconstruction", "SSLModule", "build_model",
+           "families", "model_class", "model_pipeline"]
 
 
 def build_model(cfg: Mapping[str, Any] | Any, load: bool = True, device: str | torch.device | None = None,
@@ -30,14 +33,13 @@ def build_model(cfg: Mapping[str, Any] | Any, load: bool = True, device: str | t
 
     ``overrides`` are constructor arguments that replace the config's (e.g. a task's
     ``pooling=``, ``predict_layers=``, ``final_norm_blocks=``; ``None`` values are ignored), so
-    that they are validated by the constructor. ``device='meta'`` builds without allocating
+    that they are validated by the constructor; keys the config lacks take the schema's defaults
+    (``@takes_schema``). ``device='meta'`` builds without allocating
     weights (for key/shape checks)."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     cfg = {k: (str(v) if isinstance(v, Enum) else v) for k, v in dict(cfg).items()}
     cfg.update({k: (str(v) if isinstance(v, Enum) else v) for k, v in overrides.items() if v is not None})
-    # a load option read by the tasks (checkpoints.provenance.check_random_parts), not a kwarg
-    allow_random_parts = bool(cfg.pop("allow_random_parts", False))
     try:
         if device is not None:
             with torch.device(device):
@@ -48,7 +50,6 @@ def build_model(cfg: Mapping[str, Any] | Any, load: bool = True, device: str | t
         if isinstance(err.__cause__, ValueError):
             raise err.__cause__ from None
         raise
-    model.allow_random_parts = allow_random_parts
     if load and cfg.get("checkpoint"):
         report = model.load_weights(cfg["checkpoint"])
         log.info("%s", report.summary())

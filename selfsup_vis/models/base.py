@@ -4,31 +4,27 @@ the optimizer / schedule / gradient clipping of the model's pre-training recipe.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from selfsup_vis.checkpoints.keymap import KeyMap
 from selfsup_vis.checkpoints.loading import LoadReport, load_checkpoint
-from selfsup_vis.config.model import schema_defaults
 from selfsup_vis.config.schemas import Pooling
 from selfsup_vis.models.backbones import named_intermediates, resize_vit_pos_embed
 from selfsup_vis.models.optim import effective_batch_size, param_groups, run_length, scaled_lr
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
-IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
 TOKEN_POOLINGS = tuple(p.value for p in Pooling)
-#: a constructor argument left to the model's schema (config/model.py), the one source of defaults
-FROM_SCHEMA: Any = "<schema default>"
+#: ``predict_layers=["all"]``: every layer of ``available_layers()`` (a caller cannot list them
+#: before the model is built, and must not reconfigure a model it did not build)
+ALL_LAYERS = "all"
 #: constructor arguments that are factories, not hyper-parameters (kept out of checkpoints)
 NOT_HPARAMS = ("optimizer", "scheduler")
 
@@ -41,23 +37,27 @@ def _factory(node: Any) -> Callable[..., Any] | None:
 
 
 class SSLModule(pl.LightningModule):
-    """Base of every selfsup_vis model. Subclasses implement ``_layer_outputs`` (raw outputs
-    of the requested base layers), ``available_layers`` and ``key_maps``, and end their
-    ``__init__`` with ``self.configure_features()`` (validates layers / pooling / final norm)."""
+    """Base of every selfsup_vis model. A family is a subclass decorated with
+    ``@takes_schema(<its schema>)`` (its constructor has no defaults; the schema has them);
+    it implements ``_layer_outputs`` (raw outputs of the requested base layers),
+    ``available_layers`` and ``key_maps``, and ends its ``__init__`` with
+    ``self.configure_features()`` (validates layers / pooling / final norm)."""
 
     #: state-dict prefixes that a checkpoint must provide (missing ones are an error)
     required_prefixes: tuple[str, ...] = ("",)
     #: layers whose outputs are token sequences (B, N, C) and accept a pooling suffix
     token_layers: frozenset[str] = frozenset()
+    #: the config schema (config/model.py) whose defaults the constructor takes (``@takes_schema``)
+    schema: ClassVar[type]
+    #: mmpretrain / MMSelfSup ``model.type`` names this class reads (``kwargs_from_mm``)
+    mm_types: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, name: str = "model", img_size: int = 224,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 checkpoint: str | None = None, pipeline: str = "eval", strict: bool = True,
-                 pooling: str | None = None, predict_layers: Sequence[str] | None = None,
-                 final_norm_blocks: bool = False, optimizer: Any = FROM_SCHEMA,
-                 scheduler: Any = FROM_SCHEMA, lr_base_batch: Any = FROM_SCHEMA,
-                 no_weight_decay: Any = FROM_SCHEMA, weight_decay_exclude_1d: Any = FROM_SCHEMA,
-                 gradient_clip_val: Any = FROM_SCHEMA) -> None:
+    def __init__(self, *, name: str = "model", img_size: int, mean: Sequence[float], std: Sequence[float],
+                 checkpoint: str | None, pipeline: str, strict: bool, allow_random_parts: bool,
+                 pooling: str | None, predict_layers: Sequence[str] | None,
+                 final_norm_blocks: bool, optimizer: Any, scheduler: Any, lr_base_batch: int | None,
+                 no_weight_decay: Sequence[str] | None, weight_decay_exclude_1d: bool,
+                 gradient_clip_val: float | None) -> None:
         super().__init__()
         self.model_name = name
         self.img_size = int(img_size)
@@ -66,56 +66,27 @@ class SSLModule(pl.LightningModule):
         self.checkpoint = checkpoint
         self.pipeline = str(pipeline)
         self.strict = strict
+        # a load option the tasks read (checkpoints.provenance.check_random_parts)
+        self.allow_random_parts = bool(allow_random_parts)
         # requested here, validated by configure_features() once the subclass built its layers
         self.pooling: str | None = str(pooling) if pooling is not None else None
         self.predict_layers = list(predict_layers) if predict_layers else None
         self.final_norm_blocks = bool(final_norm_blocks)
-        recipe = schema_defaults(f"{type(self).__module__}.{type(self).__qualname__}")
-        given = {"optimizer": optimizer, "scheduler": scheduler, "lr_base_batch": lr_base_batch,
-                 "no_weight_decay": no_weight_decay, "weight_decay_exclude_1d": weight_decay_exclude_1d,
-                 "gradient_clip_val": gradient_clip_val}
-        r = {k: recipe[k] if v is FROM_SCHEMA else v for k, v in given.items()}
-        self.optimizer_factory = _factory(r["optimizer"])
-        self.scheduler_factory = _factory(r["scheduler"])
-        self.lr_base_batch = r["lr_base_batch"]
-        self.no_weight_decay = list(r["no_weight_decay"] or [])
-        self.weight_decay_exclude_1d = bool(r["weight_decay_exclude_1d"])
-        self.gradient_clip_val = r["gradient_clip_val"]
+        self.optimizer_factory = _factory(optimizer)
+        self.scheduler_factory = _factory(scheduler)
+        self.lr_base_batch = lr_base_batch
+        self.no_weight_decay = list(no_weight_decay or [])
+        self.weight_decay_exclude_1d = bool(weight_decay_exclude_1d)
+        self.gradient_clip_val = gradient_clip_val
         self.optim_summary: dict[str, Any] = {}
         self.load_report: LoadReport | None = None
 
-    # ----------------------------------------------------------------------------- masks
-    #: constructor arguments the mask generator is built from (masked-image models)
-    mask_args: tuple[str, ...] = ()
-
+    # ----------------------------------------------------------------------------- family
     @classmethod
-    def build_mask_generator(cls, args: Mapping[str, Any], mask_ratio: float | None = None
-                             ) -> Callable[..., torch.Tensor] | None:
-        """The model's mask generator from its constructor arguments ``args`` (the ``mask_args``);
-        ``mask_ratio`` overrides its ratio. None: the model masks nothing."""
-        return None
-
-    @classmethod
-    def mask_generator_from_config(cls, cfg: Mapping[str, Any], mask_ratio: float | None = None
-                                   ) -> Callable[..., torch.Tensor] | None:
-        """The generator a model built from ``cfg`` would own, without building it (the
-        training pipeline uses this); missing keys take the constructor's defaults."""
-        params = inspect.signature(cls.__init__).parameters
-        args = {k: cfg.get(k) if cfg.get(k) is not None else params[k].default for k in cls.mask_args}
-        return cls.build_mask_generator(args, mask_ratio)
-
-    def mask_generator(self, mask_ratio: float | None = None) -> Callable[..., torch.Tensor] | None:
-        """This model's generator (``mask_ratio`` overrides its ratio / number of patches);
-        called with an optional ``torch.Generator``, it returns one (h, w) int64 mask."""
-        return self.build_mask_generator({k: self.hparams[k] for k in self.mask_args}, mask_ratio)
-
-    def make_mask(self, batch: int, generator: torch.Generator | None = None,
-                  mask_ratio: float | None = None) -> torch.Tensor:
-        """(B, h, w) int64 masks from :meth:`mask_generator`, drawn one after the other."""
-        gen = self.mask_generator(mask_ratio)
-        if gen is None:
-            raise TypeError(f"{type(self).__name__} '{self.model_name}' draws no masks")
-        return torch.stack([gen(generator) for _ in range(batch)]).long()
+    def kwargs_from_mm(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor arguments from an mmpretrain / MMSelfSup ``model=dict(type=...)`` whose
+        ``type`` is one of the class's ``mm_types`` (see :mod:`selfsup_vis.models.mmconfig`)."""
+        raise NotImplementedError(f"{cls.__name__} reads no mmpretrain config")
 
     # ----------------------------------------------------------------------------- layers
     def available_layers(self) -> list[str]:
@@ -147,6 +118,8 @@ class SSLModule(pl.LightningModule):
             raise ValueError(f"pooling={str(pooling)!r}: {type(self).__name__} '{self.model_name}' has "
                              f"{kind}; valid poolings: {', '.join(valid)}")
         resolved = list(layers) if layers else self.default_layers()
+        if resolved == [ALL_LAYERS]:  # every layer, known only once the model is built
+            resolved = self.available_layers()
         for layer in resolved:
             self.parse_layer(layer)
         if final_norm and self.final_norm_layer() is None:
@@ -271,17 +244,6 @@ class SSLModule(pl.LightningModule):
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
         for k, v in losses.items():
             self.log(f"train/{k}", v, prog_bar=(k == "loss"), batch_size=batch_size, sync_dist=True)
-
-    # ----------------------------------------------------------------------------- display
-    def pixel_panels(self, images: torch.Tensor, rec: torch.Tensor, pix: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The four display panels (0..1) from normalised images, a reconstruction in the same
-        space and the pixel mask (B, 1, H, W; 1 = masked)."""
-        return {
-            "original": self.denormalize(images),
-            "masked": self.denormalize(images) * (1 - pix),
-            "reconstruction": self.denormalize(rec),
-            "reconstruction_visible": self.denormalize(images * (1 - pix) + rec * pix),
-        }
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
         """Model-normalised images -> 0..1 display range with this model's own mean/std."""

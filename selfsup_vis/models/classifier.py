@@ -4,6 +4,7 @@ VisionTransformerClsHead), both returning class logits from ``forward``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import timm
@@ -13,6 +14,8 @@ from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.config.defaults import takes_schema
+from selfsup_vis.config.model import MMClassifierConfig, TimmClassifierConfig
 from selfsup_vis.models.backbones import (
     RESNET_LAYERS,
     build_resnet,
@@ -27,6 +30,7 @@ from selfsup_vis.models.backbones import (
     timm_layer_names,
 )
 from selfsup_vis.models.base import NOT_HPARAMS, SSLModule
+from selfsup_vis.models.mmconfig import resnet_kwargs, swin_kwargs, vit_kwargs
 
 
 class ClsHead(nn.Module):
@@ -68,17 +72,18 @@ class _ClassifierBase(SSLModule):
         return out
 
 
+@takes_schema(MMClassifierConfig)
 class MMClassifier(_ClassifierBase):
     """mmpretrain ``ImageClassifier``. ``backbone``: resnet | vit | swin with ``arch`` kwargs
     for :func:`build_resnet` / :func:`build_vit` / :func:`build_swin`; ``neck``: gap (ResNet,
     Swin) | none (ViT: cls token or ``avg_featmap`` + ``ln2``) | cls_bn; ``head``: linear
     (``head.fc``) | vit (``head.layers.head`` [+ ``pre_logits`` Tanh when ``hidden_dim``])."""
 
-    def __init__(self, backbone: str = "resnet", arch: dict[str, Any] | None = None,
-                 neck: str = "gap", head: str = "linear", hidden_dim: int | None = None,
-                 num_classes: int = 1000, img_size: int = 224, pipeline: str = "eval",
-                 **common: Any) -> None:
-        super().__init__(img_size=img_size, pipeline=pipeline, **common)
+    mm_types = ("ImageClassifier",)
+
+    def __init__(self, *, backbone: str, arch: dict[str, Any] | None, neck: str, head: str,
+                 hidden_dim: int | None, num_classes: int, img_size: int, **common: Any) -> None:
+        super().__init__(img_size=img_size, **common)
         self.save_hyperparameters(ignore=NOT_HPARAMS)
         arch = dict(arch or {})
         self.kind, self.head_kind = backbone, head
@@ -97,6 +102,26 @@ class MMClassifier(_ClassifierBase):
         self.neck = ClsBatchNormNeck(dim) if neck == "cls_bn" else None
         self.head = ClsHead(dim, num_classes, hidden_dim if head == "vit" else None)
         self.configure_features()
+
+    @classmethod
+    def kwargs_from_mm(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        b, neck, head = cfg.get("backbone", {}), cfg.get("neck") or {}, cfg.get("head") or {}
+        btype = b["type"]
+        if btype in ("VisionTransformer", "MAEViT", "MaskFeatViT"):
+            arch = vit_kwargs(b)
+            arch.update(out_type=b.get("out_type", "cls_token"), final_norm=b.get("final_norm", True))
+            backbone = "vit"
+        elif btype in ("SwinTransformer", "SimMIMSwinTransformer"):
+            arch, backbone = swin_kwargs(b), "swin"
+        elif btype == "ResNet":
+            arch, backbone = resnet_kwargs(b), "resnet"
+        else:
+            raise ValueError(f"unsupported ImageClassifier backbone {btype!r}")
+        ntype = neck.get("type") if neck else None
+        return {"backbone": backbone, "img_size": arch.pop("img_size", 224), "arch": arch,
+                "neck": {"GlobalAveragePooling": "gap", "ClsBatchNormNeck": "cls_bn", None: "none"}[ntype],
+                "head": "vit" if head.get("type") == "VisionTransformerClsHead" else "linear",
+                "hidden_dim": head.get("hidden_dim"), "num_classes": head.get("num_classes", 1000)}
 
     def feats(self, images: torch.Tensor) -> torch.Tensor:
         """mmpretrain ``extract_feat``: pooled backbone (+ neck) output fed to the head."""
@@ -147,14 +172,14 @@ class MMClassifier(_ClassifierBase):
         return None
 
 
+@takes_schema(TimmClassifierConfig)
 class TimmClassifier(_ClassifierBase):
     """Any timm classifier by name. ``pretrained`` uses timm's own download/cache (off by
     default: no network needed); ``checkpoint`` loads a timm state dict or one of ours."""
 
-    def __init__(self, model_name: str | None = None, pretrained: bool = False,
-                 num_classes: int = 1000, img_size: int = 224, pipeline: str = "eval",
-                 model_kwargs: dict[str, Any] | None = None, **common: Any) -> None:
-        super().__init__(img_size=img_size, pipeline=pipeline, **common)
+    def __init__(self, *, model_name: str | None, pretrained: bool, num_classes: int, img_size: int,
+                 model_kwargs: dict[str, Any] | None, **common: Any) -> None:
+        super().__init__(img_size=img_size, **common)
         self.save_hyperparameters(ignore=NOT_HPARAMS)
         model_name = model_name or self.model_name  # `model=timm model.name=resnet50`
         if model_name not in timm.list_models() and model_name.split(".")[0] not in timm.list_models():

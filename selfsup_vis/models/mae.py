@@ -13,12 +13,16 @@ from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.config.defaults import takes_schema
+from selfsup_vis.config.model import MAEConfig
 from selfsup_vis.data.masks import RandomMaskGenerator
 from selfsup_vis.models.backbones import (
     build_vit,
     sincos_pos_embed,
 )
-from selfsup_vis.models.base import NOT_HPARAMS, SSLModule, ViTEncoderFeatures
+from selfsup_vis.models.base import NOT_HPARAMS, ViTEncoderFeatures
+from selfsup_vis.models.masked import MaskedImageModule, MaskedReconstruction
+from selfsup_vis.models.mmconfig import vit_kwargs
 
 
 def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -74,18 +78,20 @@ class MAEDecoder(nn.Module):
         return self.pred(self.norm(x))[:, 1:, :]
 
 
-class MAE(ViTEncoderFeatures, SSLModule):
-    """MAE LightningModule. ``encoder`` is a timm ``VisionTransformer``."""
+@takes_schema(MAEConfig)
+class MAE(ViTEncoderFeatures, MaskedImageModule):
+    """MAE LightningModule. ``encoder`` is a timm ``VisionTransformer``; masks are drawn inside
+    :meth:`forward_encoder` (the data pipeline draws none)."""
 
     required_prefixes = ("encoder.",)
     mask_args = ("img_size", "patch_size", "mask_ratio")
+    mm_types = ("MAE",)
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 768,
-                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 decoder_embed_dim: int = 512, decoder_depth: int = 8, decoder_num_heads: int = 16,
-                 decoder_mlp_ratio: float = 4.0, mask_ratio: float = 0.75, norm_pix: bool = True,
-                 drop_path_rate: float = 0.0, pipeline: str = "mae", **common: Any) -> None:
-        super().__init__(img_size=img_size, pipeline=pipeline, **common)
+    def __init__(self, *, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
+                 mlp_ratio: float, decoder_embed_dim: int, decoder_depth: int, decoder_num_heads: int,
+                 decoder_mlp_ratio: float, mask_ratio: float, norm_pix: bool, drop_path_rate: float,
+                 **common: Any) -> None:
+        super().__init__(img_size=img_size, **common)
         self.save_hyperparameters(ignore=NOT_HPARAMS)
         self.patch_size, self.mask_ratio, self.norm_pix = patch_size, mask_ratio, norm_pix
         self.encoder = build_vit(img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio,
@@ -99,6 +105,15 @@ class MAE(ViTEncoderFeatures, SSLModule):
         self.num_prefix_tokens = 1
         self.token_layers = frozenset([*(f"block{i}" for i in range(depth)), "norm"])
         self.configure_features()
+
+    @classmethod
+    def kwargs_from_mm(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        b, neck, head = cfg.get("backbone", {}), cfg.get("neck") or {}, cfg.get("head") or {}
+        return {**vit_kwargs(b), "mask_ratio": b.get("mask_ratio", 0.75),
+                "decoder_embed_dim": neck.get("decoder_embed_dim", 512),
+                "decoder_depth": neck.get("decoder_depth", 8),
+                "decoder_num_heads": neck.get("decoder_num_heads", 16),
+                "decoder_mlp_ratio": neck.get("mlp_ratio", 4.0), "norm_pix": head.get("norm_pix", False)}
 
     # -------------------------------------------------------------------------- masking
     @classmethod
@@ -166,8 +181,10 @@ class MAE(ViTEncoderFeatures, SSLModule):
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, noise: torch.Tensor | None = None
-                    ) -> dict[str, torch.Tensor]:
-        """Prediction, the mask used (B, h, w; 1 = masked), the target and the four panels.
+                    ) -> MaskedReconstruction:
+        """Per-patch prediction and target (B, L, p*p*3), the mask used (B, h, w; 1 = masked),
+        the image reconstructed from the prediction (de-normalised per patch with the image's
+        own statistics under norm-pix) and the four panels.
 
         A given ``mask`` (B, L) or (B, h, w) must mask the same number of patches in every image."""
         B = images.shape[0]
@@ -189,13 +206,13 @@ class MAE(ViTEncoderFeatures, SSLModule):
             rec_patches = pred * (raw.var(-1, keepdim=True) + 1.0e-6) ** 0.5 + raw.mean(-1, keepdim=True)
         rec = unpatchify(rec_patches, p)
         pix = patch_mask_to_pixels(enc["mask"], self.grid, p)
-        return {
-            "pred": pred, "target": target, "mask": enc["mask"].reshape(B, self.grid, self.grid).long(),
-            "mask_pixels": pix, "ids_restore": enc["ids_restore"],
-            "loss": self.loss(pred, target, enc["mask"]),
-            "image": images, "reconstruction": rec,
-            "panels": self.pixel_panels(images, rec, pix),
-        }
+        return MaskedReconstruction(
+            space="pixels", mask=enc["mask"].reshape(B, self.grid, self.grid).long(), mask_pixels=pix,
+            pred=pred, target=target, loss=self.loss(pred, target, enc["mask"]),
+            per_patch_error=((pred.float() - target.float()) ** 2).mean(-1),
+            error_kind="norm_pix_mse" if self.norm_pix else "pixel_mse",
+            original=self.denormalize(images), reconstruction=rec,
+            panels=self.pixel_panels(images, rec, pix), arrays={"pred": pred, "target": target})
 
     # -------------------------------------------------------------------------- weights
     def key_maps(self) -> list[KeyMap]:

@@ -11,29 +11,36 @@ from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.config.defaults import takes_schema
+from selfsup_vis.config.model import MaskFeatConfig
 from selfsup_vis.data.masks import BlockwiseMaskGenerator
 from selfsup_vis.models.backbones import build_vit, vit_blocks, vit_embed
-from selfsup_vis.models.base import NOT_HPARAMS, SSLModule, ViTEncoderFeatures
+from selfsup_vis.models.base import NOT_HPARAMS, ViTEncoderFeatures
 from selfsup_vis.models.hog import HOGGenerator
 from selfsup_vis.models.mae import patch_mask_to_pixels
+from selfsup_vis.models.masked import MaskedImageModule, MaskedReconstruction
+from selfsup_vis.models.mmconfig import vit_kwargs
 
 #: default number of masked patches: 78 of 196 (40 %), scaled to other grids
 DEFAULT_MASK_FRACTION = 0.4
 
 
-class MaskFeat(ViTEncoderFeatures, SSLModule):
+@takes_schema(MaskFeatConfig)
+class MaskFeat(ViTEncoderFeatures, MaskedImageModule):
     """MaskFeat LightningModule: ``encoder`` (timm ViT), ``mask_token``, ``predictor``
-    (mmpretrain ``neck.fc``) and ``hog`` (mmpretrain ``target_generator``)."""
+    (mmpretrain ``neck.fc``) and ``hog`` (mmpretrain ``target_generator``); its training
+    batches carry the mask the data pipeline drew with :meth:`mask_generator`."""
 
     required_prefixes = ("encoder.",)
     mask_args = ("img_size", "patch_size", "num_masking_patches", "min_num_patches")
+    data_masks = True
+    mm_types = ("MaskFeat",)
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 768,
-                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 hog_nbins: int = 9, hog_pool: int = 8, hog_gaussian_window: int = 16,
-                 num_masking_patches: int | None = None, min_num_patches: int = 15,
-                 drop_path_rate: float = 0.0, pipeline: str = "maskfeat", **common: Any) -> None:
-        super().__init__(img_size=img_size, pipeline=pipeline, **common)
+    def __init__(self, *, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
+                 mlp_ratio: float, hog_nbins: int, hog_pool: int, hog_gaussian_window: int,
+                 num_masking_patches: int | None, min_num_patches: int, drop_path_rate: float,
+                 **common: Any) -> None:
+        super().__init__(img_size=img_size, **common)
         self.save_hyperparameters(ignore=NOT_HPARAMS)
         self.patch_size = patch_size
         self.grid = img_size // patch_size
@@ -48,6 +55,12 @@ class MaskFeat(ViTEncoderFeatures, SSLModule):
         self.num_prefix_tokens = 1
         self.token_layers = frozenset([*(f"block{i}" for i in range(depth)), "norm"])
         self.configure_features()
+
+    @classmethod
+    def kwargs_from_mm(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        tg = cfg.get("target_generator", {})
+        return {**vit_kwargs(cfg.get("backbone", {})), "hog_nbins": tg.get("nbins", 9),
+                "hog_pool": tg.get("pool", 8), "hog_gaussian_window": tg.get("gaussian_window", 16)}
 
     @classmethod
     def build_mask_generator(cls, args: Mapping[str, Any], mask_ratio: float | None = None
@@ -80,13 +93,13 @@ class MaskFeat(ViTEncoderFeatures, SSLModule):
                 "loss": self.loss(pred[:, 1:], target, mask)}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(batch["image"], batch["mask"])
+        out = self(batch["image"], self.batch_mask(batch))
         self.log_losses({"loss": out["loss"]}, batch["image"].shape[0])
         return out["loss"]
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
-                    generator: torch.Generator | None = None) -> dict[str, Any]:
+                    generator: torch.Generator | None = None) -> MaskedReconstruction:
         """HOG prediction / target (B, L, D), the mask (B, h, w), the HOG cells (B, 3, nbins,
         h, w) of target, prediction and prediction + visible, and the image for display; the one
         HOG renderer is ``selfsup_vis.reconstruction.plots.draw_hog``."""
@@ -101,12 +114,12 @@ class MaskFeat(ViTEncoderFeatures, SSLModule):
         cells = {k: self.hog.untokens(v) for k, v in
                  {"target": target, "pred": pred, "mixed": mixed}.items()}
         pix = patch_mask_to_pixels(mask, self.grid, self.patch_size)
-        return {
-            "pred": pred, "target": target, "mask": mask.long(), "mask_pixels": pix,
-            "loss": out["loss"], "image": images, "pred_cells": cells["pred"],
-            "target_cells": cells["target"], "mixed_cells": cells["mixed"],
-            "image_display": self.denormalize(images),
-        }
+        return MaskedReconstruction(
+            space="features", target_name="HOG", mask=mask.long(), mask_pixels=pix, pred=pred,
+            target=target, loss=out["loss"], per_patch_error=((pred.float() - target.float()) ** 2).mean(-1),
+            error_kind="hog_mse", original=self.denormalize(images), hog=cells,
+            arrays={"target_cells": cells["target"], "pred_cells": cells["pred"], "pred": pred,
+                    "target": target})
 
     def key_maps(self) -> list[KeyMap]:
         return [rules.mm_maskfeat(), rules.timm_vit_encoder(), rules.identity()]

@@ -5,6 +5,7 @@ model, 0.001, i.e. 1 - 0.999 of the MMSelfSup 1.x / paper convention)."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -13,6 +14,8 @@ from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.config.defaults import takes_schema
+from selfsup_vis.config.model import MoCoV2Config
 from selfsup_vis.models.backbones import (
     RESNET_LAYERS,
     build_resnet,
@@ -20,6 +23,7 @@ from selfsup_vis.models.backbones import (
     resnet_stages,
 )
 from selfsup_vis.models.base import NOT_HPARAMS, SSLModule, set_requires_grad
+from selfsup_vis.models.mmconfig import resnet_kwargs
 
 
 class MoCoV2Neck(nn.Module):
@@ -34,18 +38,18 @@ class MoCoV2Neck(nn.Module):
         return self.mlp(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+@takes_schema(MoCoV2Config)
 class MoCoV2(SSLModule):
     """MoCo v2 LightningModule: ``backbone``/``neck`` (online), ``momentum_backbone``/
     ``momentum_neck`` (EMA), ``queue`` (feat_dim, queue_len), ``queue_ptr``."""
 
     required_prefixes = ("backbone.",)
+    mm_types = ("MoCo", "MoCoV2")
 
-    def __init__(self, img_size: int = 224, depth: int = 50, stem_channels: int = 64,
-                 base_channels: int = 64, layers: tuple[int, ...] | None = None,
-                 neck_hidden: int = 2048, feat_dim: int = 128, queue_len: int = 65536,
-                 momentum: float = 0.001, temperature: float = 0.2, pipeline: str = "mocov2",
-                 **common: Any) -> None:
-        super().__init__(img_size=img_size, pipeline=pipeline, **common)
+    def __init__(self, *, depth: int, stem_channels: int, base_channels: int,
+                 layers: tuple[int, ...] | None, neck_hidden: int, feat_dim: int, queue_len: int,
+                 momentum: float, temperature: float, **common: Any) -> None:
+        super().__init__(**common)
         self.save_hyperparameters(ignore=NOT_HPARAMS)
         self.momentum, self.temperature = momentum, temperature
         self.backbone = build_resnet(depth, stem_channels, base_channels, layers)
@@ -58,6 +62,13 @@ class MoCoV2(SSLModule):
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         self.register_buffer("momentum_steps", torch.zeros((), dtype=torch.long))
         self.configure_features()
+
+    @classmethod
+    def kwargs_from_mm(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        neck, head = cfg.get("neck") or {}, cfg.get("head") or {}
+        return {**resnet_kwargs(cfg.get("backbone", {})), "queue_len": cfg.get("queue_len", 65536),
+                "feat_dim": cfg.get("feat_dim", 128), "momentum": cfg.get("momentum", 0.001),
+                "temperature": head.get("temperature", 0.2), "neck_hidden": neck.get("hid_channels", 2048)}
 
     # -------------------------------------------------------------------------- contrastive
     def query(self, images: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ from torch import nn
 
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.config.defaults import takes_schema
+from selfsup_vis.config.model import SimMIMConfig
 from selfsup_vis.data.masks import SimMIMMaskGenerator
 from selfsup_vis.models.backbones import (
     build_swin,
@@ -18,21 +20,26 @@ from selfsup_vis.models.backbones import (
     resize_swin_table,
     swin_stages,
 )
-from selfsup_vis.models.base import NOT_HPARAMS, SSLModule
+from selfsup_vis.models.base import NOT_HPARAMS
+from selfsup_vis.models.masked import MaskedImageModule, MaskedReconstruction
+from selfsup_vis.models.mmconfig import swin_kwargs
 
 
-class SimMIM(SSLModule):
-    """SimMIM LightningModule: ``encoder`` (timm SwinTransformer), ``mask_token``, ``decoder``."""
+@takes_schema(SimMIMConfig)
+class SimMIM(MaskedImageModule):
+    """SimMIM LightningModule: ``encoder`` (timm SwinTransformer), ``mask_token``, ``decoder``;
+    its training batches carry the mask the data pipeline drew with :meth:`mask_generator`."""
 
     required_prefixes = ("encoder.",)
     mask_args = ("img_size", "patch_size", "mask_patch_size", "mask_ratio")
+    data_masks = True
+    mm_types = ("SimMIM",)
 
-    def __init__(self, img_size: int = 192, patch_size: int = 4, embed_dim: int = 128,
-                 depths: tuple[int, ...] = (2, 2, 18, 2), num_heads: tuple[int, ...] = (4, 8, 16, 32),
-                 window_size: int = 6, mlp_ratio: float = 4.0, pad_small_map: bool = False,
-                 encoder_stride: int = 32, mask_patch_size: int = 32, mask_ratio: float = 0.6,
-                 drop_path_rate: float = 0.0, pipeline: str = "simmim", **common: Any) -> None:
-        super().__init__(img_size=img_size, pipeline=pipeline, **common)
+    def __init__(self, *, img_size: int, patch_size: int, embed_dim: int, depths: tuple[int, ...],
+                 num_heads: tuple[int, ...], window_size: int, mlp_ratio: float, pad_small_map: bool,
+                 encoder_stride: int, mask_patch_size: int, mask_ratio: float, drop_path_rate: float,
+                 **common: Any) -> None:
+        super().__init__(img_size=img_size, **common)
         self.save_hyperparameters(ignore=NOT_HPARAMS)
         self.patch_size, self.encoder_stride = patch_size, encoder_stride
         self.mask_patch_size, self.mask_ratio = mask_patch_size, mask_ratio
@@ -45,6 +52,11 @@ class SimMIM(SSLModule):
             nn.Conv2d(out_ch, encoder_stride**2 * 3, kernel_size=1), nn.PixelShuffle(encoder_stride))
         self.grid = img_size // patch_size
         self.configure_features()
+
+    @classmethod
+    def kwargs_from_mm(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        neck = cfg.get("neck") or {}
+        return {**swin_kwargs(cfg.get("backbone", {})), "encoder_stride": neck.get("encoder_stride", 32)}
 
     @classmethod
     def build_mask_generator(cls, args: Mapping[str, Any], mask_ratio: float | None = None
@@ -71,26 +83,28 @@ class SimMIM(SSLModule):
         return {"feat": feat, "rec": rec, "loss": self.loss(rec, images, mask)}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(batch["image"], batch["mask"])
+        out = self(batch["image"], self.batch_mask(batch))
         self.log_losses({"loss": out["loss"]}, batch["image"].shape[0])
         return out["loss"]
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
-                    generator: torch.Generator | None = None) -> dict[str, Any]:
+                    generator: torch.Generator | None = None) -> MaskedReconstruction:
         """Prediction (B, 3, H, W) in the model's normalised space, the mask (B, H/p, W/p),
-        the target (= input) and the four display panels (0..1)."""
+        the target (= input), the per-patch pixel MSE and the four display panels (0..1)."""
         if mask is None:
             mask = self.make_mask(images.shape[0], generator).to(images.device)
         out = self(images, mask)
         p = self.patch_size
         pix = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1).to(images.dtype)
         rec = out["rec"]
-        return {
-            "pred": rec, "target": images, "mask": mask.long(), "mask_pixels": pix,
-            "loss": out["loss"], "image": images, "reconstruction": rec,
-            "panels": self.pixel_panels(images, rec, pix),
-        }
+        se = ((rec.float() - images.float()) ** 2).mean(1, keepdim=True)  # (B, 1, H, W)
+        per_patch = torch.nn.functional.avg_pool2d(se, p).reshape(images.shape[0], -1)
+        return MaskedReconstruction(
+            space="pixels", mask=mask.long(), mask_pixels=pix, pred=rec, target=images,
+            loss=out["loss"], per_patch_error=per_patch, error_kind="pixel_mse",
+            original=self.denormalize(images), reconstruction=rec,
+            panels=self.pixel_panels(images, rec, pix))
 
     def available_layers(self) -> list[str]:
         return [f"stage{i}" for i in range(len(self.encoder.layers))] + ["norm"]

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from selfsup_vis.reconstruction.masks import algorithm_of, mask_grid
+from selfsup_vis.models import MaskedReconstruction
+from selfsup_vis.reconstruction.masks import masked_image_model
 from selfsup_vis.reconstruction.plots import ReconstructionPanels
 from selfsup_vis.utils.io import write_with
 
@@ -49,67 +50,67 @@ def _heat(values: np.ndarray, mask: np.ndarray, grid: int, size: int, vmax: floa
     return np.kron(rgb, np.ones((r, r, 1)))
 
 
+def _pixel_panels(name: str, out: MaskedReconstruction, i: int) -> tuple[ReconstructionPanels, float]:
+    """The four pixel panels of image ``i`` and its display-space MSE on masked pixels."""
+    p = {k: _hwc(v[i]) for k, v in out.panels.items()}
+    orig, rec = p["original"], p["reconstruction"]
+    pm = out.mask_pixels[i, 0].float().cpu().numpy()
+    disp_err = float((((rec - orig) ** 2).mean(-1) * pm).sum() / max(pm.sum(), 1))
+    return ReconstructionPanels(name, [orig, p["masked"], rec, p["reconstruction_visible"]]), disp_err
+
+
+def _feature_panels(name: str, out: MaskedReconstruction, i: int, per_patch: np.ndarray,
+                    mask_np: np.ndarray) -> ReconstructionPanels:
+    """A feature-target model (e.g. MaskFeat's HOG): the image, the masked image, the per-patch
+    error of the masked patches as a heat map and over the visible image; HOG cells when given."""
+    g, size = mask_np.shape[0], out.original.shape[-1]
+    disp = out.original[i]
+    pix = out.mask_pixels[i].float()
+    orig, masked = _hwc(disp), _hwc(disp * (1 - pix))
+    vmax = float(np.percentile(per_patch[mask_np.reshape(-1) == 1], 99)) if mask_np.any() else 1.0
+    heat = _heat(per_patch, mask_np, g, size, vmax)
+    mixed_view = masked + heat * pix[0].cpu().numpy()[..., None]
+    titles = ("original", "masked", f"{out.target_name} error (masked patches)",
+              f"visible + {out.target_name} error")
+    if out.hog is None:
+        return ReconstructionPanels(name, [orig, masked, heat, mixed_view], pixel_titles=titles)
+    tgt = out.hog["target"][i].float().mean(0).cpu().numpy()  # (nbins, h, w)
+    prd = out.hog["pred"][i].float().mean(0).cpu().numpy()
+    r = tgt.shape[-1] // g
+    cell_mask = np.kron(mask_np, np.ones((r, r))).astype(np.float32)
+    hog = [tgt, tgt * (1 - cell_mask), prd, tgt * (1 - cell_mask) + prd * cell_mask]
+    return ReconstructionPanels(name, [orig, masked, heat, mixed_view], pixel_titles=titles, hog=hog,
+                                hog_cell_px=size // tgt.shape[-1], cell_mask=cell_mask)
+
+
 @torch.no_grad()
 def reconstruct_batch(model: Any, images: torch.Tensor, masks: torch.Tensor,
                       names: Sequence[str]) -> list[Reconstruction]:
     """Run ``model.reconstruct`` on normalised ``images`` (B, 3, H, W) with exactly ``masks``
-    (B, g, g) and turn the outputs into per-image panels and errors."""
-    algo = algorithm_of(model)
+    (B, g, g) and turn its :class:`MaskedReconstruction` into per-image panels and errors."""
+    model = masked_image_model(model)
     device = next(model.parameters()).device
-    images = images.to(device)
-    masks = masks.to(device)
-    out = model.reconstruct(images, mask=masks)
-    used = out["mask"].reshape(masks.shape)
-    if not torch.equal(used.long(), masks.long()):
+    out = model.reconstruct(images.to(device), mask=masks.to(device))
+    used = out.mask.reshape(masks.shape)
+    if not torch.equal(used.long().cpu(), masks.long().cpu()):
         raise RuntimeError(f"{type(model).__name__}.reconstruct used another mask than the one given")
-    B, g = images.shape[0], mask_grid(model)
+    B = images.shape[0]
     m_flat = used.reshape(B, -1).float()
-    pix = out["mask_pixels"].float()  # (B, 1, H, W)
-    results = []
-    if algo in ("mae", "maskfeat"):
-        per_patch = ((out["pred"].float() - out["target"].float()) ** 2).mean(-1)  # (B, L)
-    else:
-        se = ((out["pred"].float() - images.float()) ** 2).mean(1, keepdim=True)  # (B, 1, H, W)
-        per_patch = torch.nn.functional.avg_pool2d(se, model.patch_size).reshape(B, -1)
+    per_patch = out.per_patch_error.float().reshape(B, -1)
     errors = (per_patch * m_flat).sum(1) / m_flat.sum(1).clamp(min=1)
-    size = images.shape[-1]
+    results = []
     for i in range(B):
         mask_np = used[i].long().cpu().numpy()
-        arrays: dict[str, np.ndarray] = {"per_patch_error": per_patch[i].cpu().numpy()}
-        if algo == "maskfeat":
-            disp = out["image_display"][i]
-            orig = _hwc(disp)
-            masked = _hwc(disp * (1 - pix[i]))
-            pp = per_patch[i].cpu().numpy()
-            vmax = float(np.percentile(pp[mask_np.reshape(-1) == 1], 99)) if mask_np.any() else 1.0
-            heat = _heat(pp, mask_np, g, size, vmax)
-            mixed_view = masked + heat * pix[i, 0].cpu().numpy()[..., None]
-            tgt = out["target_cells"][i].float().mean(0).cpu().numpy()  # (nbins, h, w)
-            prd = out["pred_cells"][i].float().mean(0).cpu().numpy()
-            r = tgt.shape[-1] // g
-            cell_mask = np.kron(mask_np, np.ones((r, r))).astype(np.float32)
-            hog = [tgt, tgt * (1 - cell_mask), prd, tgt * (1 - cell_mask) + prd * cell_mask]
-            panels = ReconstructionPanels(
-                names[i], [orig, masked, heat, mixed_view],
-                pixel_titles=("original", "masked", "HOG error (masked patches)", "visible + HOG error"),
-                hog=hog, hog_cell_px=size // tgt.shape[-1], cell_mask=cell_mask)
-            arrays.update(target_cells=out["target_cells"][i].cpu().numpy(),
-                          pred_cells=out["pred_cells"][i].cpu().numpy(),
-                          pred=out["pred"][i].cpu().numpy(), target=out["target"][i].cpu().numpy())
-            results.append(Reconstruction(names[i], algo, mask_np, orig, panels, float(errors[i]),
-                                          "hog_mse", None, arrays))
-            continue
-        p = {k: _hwc(v[i]) for k, v in out["panels"].items()}
-        orig, rec = p["original"], p["reconstruction"]
-        pm = pix[i, 0].cpu().numpy()
-        disp_err = float((((rec - orig) ** 2).mean(-1) * pm).sum() / max(pm.sum(), 1))
-        panels = ReconstructionPanels(names[i], [orig, p["masked"], rec, p["reconstruction_visible"]])
-        arrays.update(reconstruction_raw=out["reconstruction"][i].float().cpu().numpy())
-        if algo == "mae":
-            arrays.update(pred=out["pred"][i].cpu().numpy(), target=out["target"][i].cpu().numpy())
-        kind = "norm_pix_mse" if algo == "mae" and model.norm_pix else "pixel_mse"
-        results.append(Reconstruction(names[i], algo, mask_np, orig, panels, float(errors[i]),
-                                      kind, disp_err, arrays))
+        pp = per_patch[i].cpu().numpy()
+        arrays: dict[str, np.ndarray] = {"per_patch_error": pp}
+        if out.space == "pixels":
+            panels, disp_err = _pixel_panels(names[i], out, i)
+            arrays["reconstruction_raw"] = out.reconstruction[i].float().cpu().numpy()
+        else:
+            panels, disp_err = _feature_panels(names[i], out, i, pp, mask_np), None
+        arrays.update({k: v[i].float().cpu().numpy() for k, v in out.arrays.items()})
+        results.append(Reconstruction(names[i], model.schema.family, mask_np, panels.pixels[0], panels,
+                                      float(errors[i]), out.error_kind, disp_err, arrays))
     return results
 
 

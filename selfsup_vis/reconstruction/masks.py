@@ -6,41 +6,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 
-MIM_ALGORITHMS = ("mae", "simmim", "maskfeat")
+from selfsup_vis.models import MaskedImageModule, families, model_class
 
 
-def algorithm_of(model: Any) -> str:
-    """'mae', 'simmim' or 'maskfeat' for a masked-image model; raises otherwise."""
-    name = type(model).__name__.lower()
-    if name in MIM_ALGORITHMS and callable(getattr(model, "reconstruct", None)):
-        return name
-    raise TypeError(
-        f"reconstruction needs a masked-image model (MAE, SimMIM or MaskFeat); "
-        f"got {type(model).__name__} '{getattr(model, 'model_name', '?')}'"
-    )
+def masked_image_model(model: Any) -> MaskedImageModule:
+    """``model`` itself when it is a masked-image model; a clear error otherwise."""
+    if isinstance(model, MaskedImageModule):
+        return model
+    raise TypeError(f"reconstruction needs a masked-image model (a MaskedImageModule: MAE, SimMIM, "
+                    f"MaskFeat, ...); got {type(model).__name__} '{getattr(model, 'model_name', '?')}'")
 
 
-def check_mim_config(model_cfg: Any) -> None:
+def check_reconstructs(model_cfg: Any) -> None:
     """Fail before loading any weights when ``model`` is not a masked-image model."""
-    target = str(model_cfg.get("_target_", ""))
-    cls = hydra.utils.get_class(target) if target else None
-    if cls is None or cls.__name__.lower() not in MIM_ALGORITHMS:
+    try:
+        cls = model_class(model_cfg)
+    except ValueError as err:
+        raise ValueError(f"task=reconstruct needs a masked-image model: {err}") from None
+    if not issubclass(cls, MaskedImageModule):
+        masked = sorted(f.name for f in families().values() if f.reconstructs)
         raise ValueError(
-            f"task=reconstruct needs a masked-image model (model=mae*, simmim*, maskfeat*); "
-            f"model={model_cfg.get('name')!r} is {target or 'unknown'}, which reconstructs nothing"
+            f"task=reconstruct needs a masked-image model (a family of {', '.join(masked)}); "
+            f"model={model_cfg.get('name')!r} is {cls.__module__}.{cls.__qualname__}, which "
+            f"reconstructs nothing"
         )
 
 
 # ----------------------------------------------------------------------------- masks
-def mask_grid(model: Any) -> int:
-    """Side of the patch grid the model's mask lives on (MAE/MaskFeat tokens, SimMIM patches)."""
-    return int(model.grid)
-
-
 def _image_generator(seed: int, position: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(position))
 
@@ -49,8 +44,7 @@ def make_masks(model: Any, n: int, seed: int, mask_ratio: float | None = None,
                start: int = 0) -> torch.Tensor:
     """(n, g, g) int64 masks (1 = masked), image ``start + i`` drawn from its own generator
     seeded by (seed, position), so a mask does not depend on the other images."""
-    algorithm_of(model)
-    draw = model.mask_generator(None if mask_ratio is None else float(mask_ratio))
+    draw = masked_image_model(model).mask_generator(None if mask_ratio is None else float(mask_ratio))
     return torch.stack([draw(_image_generator(seed, start + i)) for i in range(n)]).long()
 
 

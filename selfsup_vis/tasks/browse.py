@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from selfsup_vis.checkpoints.provenance import Provenance
 from selfsup_vis.data.datamodule import ImageDataModule
-from selfsup_vis.data.transforms import pipeline_for_model
+from selfsup_vis.models import model_pipeline
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.tasks.common import TaskRun
@@ -59,7 +59,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     pipeline_name = t.pipeline.value if hasattr(t.pipeline, "value") else t.pipeline
     if phase == "val":
         pipeline_name = pipeline_name or "eval"
-    pipeline = pipeline_for_model(cfg.model, pipeline_name, list(t.skip_type), crop_pct=dm.eval_crop_pct)
+    pipeline = model_pipeline(cfg.model, pipeline_name, list(t.skip_type), crop_pct=dm.eval_crop_pct)
     split = t.split or (dm.train_split if phase == "train" else dm.eval_split)
     dataset = dm.dataset(split, pipeline)
     log.info("%s\non %s split %r (%d images)", pipeline.describe(), dm.name, split, len(dataset))

@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from selfsup_vis.checkpoints.provenance import model_provenance, model_random_parts
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.launch.requeue import RequeueOnSignal, find_resume_checkpoint
-from selfsup_vis.models import build_model
+from selfsup_vis.models import build_model, model_pipeline
 from selfsup_vis.report.summaries import PretrainSummary
 from selfsup_vis.tasks.common import TaskRun, build_trainer, instantiate_callbacks, phase
 
@@ -94,7 +94,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         model = build_model(cfg.model)
     resume = check_resume_checkpoint(t.ckpt_path, model) if t.ckpt_path else None
     dm = hydra.utils.instantiate(cfg.dataset)
-    train_pipe = pipeline_for_model(cfg.model)
+    train_pipe = model_pipeline(cfg.model)
     eval_pipe = pipeline_for_model(cfg.model, "eval", crop_pct=dm.eval_crop_pct)
     dm.configure(train=train_pipe, eval=eval_pipe)
     log.info("training on %s/%s with\n%s", dm.name, dm.train_split, train_pipe.describe())

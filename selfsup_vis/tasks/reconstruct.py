@@ -1,4 +1,4 @@
-"""task=reconstruct: what a masked-image model (MAE, SimMIM, MaskFeat) fills in.
+"""task=reconstruct: what a masked-image model (MAE, SimMIM, MaskFeat, any MaskedImageModule) fills in.
 
 config -> images (files, folders, or samples of the dataset) -> model (+ checkpoint) -> masks
 (seeded per image, a given .npy, or a mask ratio override) -> ``model.reconstruct`` with that
@@ -29,11 +29,10 @@ from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.reconstruction.compute import Reconstruction, reconstruct_batch, save_arrays
 from selfsup_vis.reconstruction.masks import (
-    algorithm_of,
-    check_mim_config,
+    check_reconstructs,
     load_mask_file,
     make_masks,
-    mask_grid,
+    masked_image_model,
 )
 from selfsup_vis.reconstruction.plots import reconstruction_figure, reconstruction_grid
 from selfsup_vis.tasks.common import TaskRun, phase
@@ -66,25 +65,25 @@ def _device(t: DictConfig, cfg: DictConfig) -> torch.device:
 # ----------------------------------------------------------------------------- task
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
-    check_mim_config(cfg.model)
+    check_reconstructs(cfg.model)
     with phase("images"):
         if t.images is None or (isinstance(t.images, ListConfig | list) and len(t.images) == 0):
             images, names = dataset_images(cfg, t.max_images)
         else:
             images, names = load_image_files(expand_images(t.images, t.max_images), cfg.model, t.resize)
     with phase("model"):
-        model = build_model(cfg.model).eval().to(_device(t, cfg))
-        algo = algorithm_of(model)
+        model = masked_image_model(build_model(cfg.model).eval().to(_device(t, cfg)))
+        algo = model.schema.family
         # every tensor of a MIM model takes part in a reconstruction (decoder, mask token, ...)
         random_parts = check_random_parts(model, ("",), "task=reconstruct",
-                                          allow=bool(cfg.model.get("allow_random_parts", False)))
+                                          allow=model.allow_random_parts)
     from_files = not (t.images is None or (isinstance(t.images, ListConfig | list) and len(t.images) == 0))
     prov = run.set_provenance(model_provenance(
         "reconstruct", cfg.model, model, init_seed=int(cfg.seed), random_parts=random_parts,
         seed=int(t.seed), dataset="task.images" if from_files else str(cfg.dataset.name),
         split=None if from_files else str(t.split or cfg.dataset.eval_split), n=int(images.shape[0]),
         sources=list(names) if from_files else []))
-    n, g = images.shape[0], mask_grid(model)
+    n, g = images.shape[0], model.grid
     if t.mask:
         masks = load_mask_file(t.mask, n, g)
         mask_source = str(t.mask)
