@@ -156,11 +156,12 @@ class BrowseTaskConfig:
 
 
 class EmbeddingBackend(StrEnum):
-    auto = "auto"  # openTSNE when installed, else sklearn
+    auto = "auto"  # torch on CUDA, else openTSNE when installed, else sklearn
     opentsne = "opentsne"
     sklearn = "sklearn"
     pca = "pca"
     umap = "umap"
+    torch = "torch"  # t-SNE in torch (GPU when available): embedding.tsne_torch
 
 
 class Metric(StrEnum):
