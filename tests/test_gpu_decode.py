@@ -149,3 +149,34 @@ def test_resolve_decode(folder):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_batched_decode_matches_cpu_pipeline_on_cuda(folder):
     _check_matches_cpu_pipeline(folder, "cuda")
+
+
+def test_datamodule_hook_on_cpu_uses_the_pil_path(folder):
+    from selfsup_vis.data.datamodule import ImageFolderDataModule
+
+    with pytest.raises(ValueError, match="dataset.decode must be one of"):
+        ImageFolderDataModule(root=str(folder), decode="nvjpeg")
+    dm = ImageFolderDataModule(root=str(folder), batch_size=4, decode="auto")
+    dm.configure(eval=build_pipeline("eval", 32, (0.5,) * 3, (0.25,) * 3))
+    batch = next(iter(dm.predict_dataloader()))
+    assert dm.gpu_decode.used == {"mode": "cpu", "why": "auto: the trainer is not on CUDA"}
+    assert dm.on_before_batch_transfer(batch, 0) is batch and batch["image"].shape == (4, 3, 32, 32)
+    dm_gpu = ImageFolderDataModule(root=str(folder), decode="gpu")
+    dm_gpu.configure(eval=build_pipeline("eval", 32, (0.5,) * 3, (0.25,) * 3))
+    with pytest.raises(ValueError, match="dataset.decode=gpu: the trainer is not on CUDA"):
+        dm_gpu.predict_dataloader()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tsne_task_decodes_on_the_gpu(folder, tmp_path):
+    import json
+
+    from tests.conftest import assert_ok, run_cli
+
+    proc = run_cli(["task=tsne", "model=mocov2_tiny", "trainer=gpu", "dataset=image_folder",
+                    f"dataset.root={folder}", "dataset.decode=gpu", f"hydra.run.dir={tmp_path / 'o'}"],
+                   tmp_path, env={"SELFSUP_VIS_CACHE": str(tmp_path / "cache")})
+    assert_ok(proc)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["decode"]["mode"] == "gpu" and summary["n_samples"] == 15

@@ -96,6 +96,10 @@ class DataConfig:
     pin_memory: bool = False
     train_split: str = "train"  # synthetic: train | val | conflict | shape_only | texture_only
     eval_split: str = "val"
+    # feature extraction: auto = JPEG decode + resize on the GPU when the trainer is on CUDA and
+    # the dataset is image files (per-file CPU fallback); cpu = PIL in the workers; gpu = refuse
+    # unless possible (selfsup_vis.data.gpu_decode)
+    decode: str = "auto"
 
 
 @dataclass

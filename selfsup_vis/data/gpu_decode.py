@@ -240,3 +240,39 @@ def resolve_decode(mode: str, *, on_cuda: bool, pipeline: Any, dataset: Any) -> 
             raise ValueError("dataset.decode=gpu: " + "; ".join(problems))
         return "cpu", "auto: " + "; ".join(problems)
     return "gpu", f"{mode}: nvJPEG batch decode + resize/crop/normalise on the GPU"
+
+
+class GpuDecodeHook:
+    """The DataModule's side of ``dataset.decode``: ``prepare`` decides per predict loader (and
+    swaps in the byte-reading dataset and its collate), ``__call__`` (from the DataModule's
+    ``on_before_batch_transfer``) decodes a batch on the trainer's device. Under DDP every rank
+    decodes its own shard on its own device. ``used`` is what summary.json reports."""
+
+    def __init__(self, mode: str = "auto") -> None:
+        if mode not in DECODE_MODES:
+            raise ValueError(f"dataset.decode must be one of {DECODE_MODES}, got {mode!r}")
+        self.mode = mode
+        self.used: dict[str, str] | None = None
+        self._active: tuple[EvalSpec, Any, torch.device] | None = None
+
+    def prepare(self, dataset: Any, pipeline: Any, trainer: Any) -> tuple[Any, Any]:
+        device = getattr(getattr(trainer, "strategy", None), "root_device", torch.device("cpu"))
+        mode, why = resolve_decode(self.mode, on_cuda=device.type == "cuda", pipeline=pipeline,
+                                   dataset=dataset)
+        self.used = {"mode": mode, "why": why}
+        if mode == "cpu":
+            self._active = None
+            return dataset, None
+        log.info("dataset.decode: %s", why)
+        self._active = (eval_spec(pipeline), dataset, device)
+        return EncodedImageDataset(dataset), collate_encoded
+
+    def __call__(self, batch: Any) -> Any:
+        if self._active is None or not isinstance(batch, dict) or "jpeg" not in batch:
+            return batch
+        spec, dataset, device = self._active
+        batch["image"] = decode_batch(batch, spec, device, fallback=dataset)
+        batch.pop("jpeg")
+        batch.pop("cpu_image")
+        batch.pop("on_gpu")
+        return batch

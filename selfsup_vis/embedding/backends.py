@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 
 from selfsup_vis.embedding.large import EMBED_SAMPLE, K_PLACE, LARGE_N, PhaseHook, embed_large
 from selfsup_vis.embedding.space import describe_space, to_metric_space
+from selfsup_vis.embedding.tsne_torch import TorchTSNEParams, tsne_torch
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +169,6 @@ def resolve_backend(backend: str) -> str:
     back from openTSNE to sklearn."""
     b = backend.lower()
     if b == "auto":
-        import torch
-
         if torch.cuda.is_available():
             return "torch"
         return "opentsne" if has_opentsne() else "sklearn"
@@ -294,8 +294,6 @@ def _embed_opentsne(x: np.ndarray, p: EmbedParams, used: dict[str, Any]) -> np.n
 def _embed_torch(x: np.ndarray, p: EmbedParams, used: dict[str, Any]) -> np.ndarray:
     """t-SNE in torch with the openTSNE defaults' schedule (``embedding.tsne_torch``); the PCA
     pre-reduction runs there too, on the device."""
-    from selfsup_vis.embedding.tsne_torch import TorchTSNEParams, tsne_torch
-
     d = OPENTSNE_DEFAULTS
     extra = dict(p.extra)
     known = ("device", "exact_max_n", "n_interpolation_points", "ints_in_interval", "min_num_intervals")

@@ -393,6 +393,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         "feature_cache": str(entry.dir),
         "exports": exports,
         "skipped_corrupt": skipped,
+        "decode": getattr(getattr(dm, "gpu_decode", None), "used", None),
         "timings": {**timings, "embedding_s": sum(r["embedding_s"] for r in results.values())},
         "layers": results,
         "ranking": [{"layer": la, RANK_METRIC: qualities[la].get(RANK_METRIC),
