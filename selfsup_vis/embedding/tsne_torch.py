@@ -43,13 +43,16 @@ from selfsup_vis.embedding.knn import knn
 
 log = logging.getLogger(__name__)
 
-# Above this many points the repulsion switches from exact tiles to the FFT grid. Measured on
-# the CPU (scripts/bench_gpu.py --device cpu, one core): one exact iteration costs ~2.5e-8 s per
-# pair, one FFT iteration ~6e-6 s per point + a fixed ~15 ms for the grid, so they cross near
-# 1,000 points. On a GPU the exact tiles are bandwidth-bound at roughly 5e-12 s per pair and the
-# FFT path costs ~3 ms per iteration in kernel launches at small N, which puts the crossover near
-# 25k points (an estimate: not measured on a GPU yet).
-EXACT_MAX_N = {"cpu": 1_000, "cuda": 25_000}
+# Above this many points the repulsion switches from exact tiles to the FFT grid. CPU, measured
+# (scripts/bench_gpu.py --device cpu --crossover, one core of a shared 2-core machine): one
+# exact evaluation 14 ms at 1,000 points, 69 ms at 2,000, 1.6 s at 4,000 (the tile no longer
+# fits in cache); the FFT grid costs a fixed ~50 ms (at least 50 × 50 boxes × 16 nodes, float64)
+# plus the points: 56 ms at a converged 2,000-point map, 91 ms / 270 ms on the benchmark's wider
+# random layouts at 1,000 / 2,000. They cross near 2,000. CUDA: an estimate, NOT measured (no
+# device lent yet): the tiles are bandwidth-bound at ~1e-11 s per pair (~6 ms at 25k points)
+# and the FFT path costs a few ms in kernel launches at small N, so they should cross near 16k;
+# `scripts/bench_gpu.py --crossover` on a GPU prints the numbers to set this from.
+EXACT_MAX_N = {"cpu": 2_000, "cuda": 16_000}
 TILE_PAIRS = 2**25  # exact repulsion: rows per tile = TILE_PAIRS // N (≈ 128 MiB per float32 tile)
 MIN_GAIN = 0.01
 MAX_STEP_NORM = 5.0
