@@ -101,17 +101,45 @@ class Affinities:
 # ---------------------------------------------------------------------------- preprocessing
 
 
-def pca_torch(x: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Projection of ``x`` on its top ``dims`` principal components (float32) and their
-    explained variances; component signs fixed so the largest loading is positive."""
-    xc = x - x.mean(dim=0, keepdim=True)
-    cov = (xc.T.to(torch.float64) @ xc.to(torch.float64)) / max(x.shape[0] - 1, 1)
+PCA_CHUNK_ROWS = 32_768
+
+
+def _rows_on(x: np.ndarray | torch.Tensor, start: int, stop: int, device: torch.device) -> torch.Tensor:
+    block = x[start:stop]
+    block = block if isinstance(block, torch.Tensor) else torch.as_tensor(np.asarray(block))
+    return block.to(device=device, dtype=torch.float32)
+
+
+def pca_torch(x: np.ndarray | torch.Tensor, dims: int, device: torch.device | None = None,
+              chunk_rows: int = PCA_CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projection of ``x`` (host or device) on its top ``dims`` principal components, float32
+    on ``device``, and their variances. ``x`` goes to the device in row chunks (two passes: the
+    covariance, then the projection), so 1M × 2048 features never sit on the GPU whole. The
+    covariance is accumulated in float64 around the first chunk's mean (no cancellation for
+    features far from the origin, e.g. post-ReLU). Component signs are fixed so the largest
+    loading is positive."""
+    dev = device if device is not None else (x.device if isinstance(x, torch.Tensor) else torch.device("cpu"))
+    n, d = x.shape
+    shift = _rows_on(x, 0, chunk_rows, dev).to(torch.float64).mean(dim=0)
+    total = torch.zeros(d, dtype=torch.float64, device=dev)
+    gram = torch.zeros(d, d, dtype=torch.float64, device=dev)
+    for s in range(0, n, chunk_rows):
+        b = _rows_on(x, s, s + chunk_rows, dev).to(torch.float64) - shift
+        total += b.sum(dim=0)
+        gram += b.T @ b
+    delta = total / n
+    mean = shift + delta
+    cov = (gram - n * torch.outer(delta, delta)) / max(n - 1, 1)
     evals, evecs = torch.linalg.eigh(cov)
     order = torch.argsort(evals, descending=True, stable=True)[:dims]
     comps = evecs[:, order]
     sign = torch.sign(comps.gather(0, comps.abs().argmax(dim=0, keepdim=True)))
-    comps = comps * torch.where(sign == 0, 1.0, sign)
-    return (xc @ comps.to(xc.dtype)), evals[order]
+    comps = (comps * torch.where(sign == 0, 1.0, sign)).to(torch.float32)
+    mean32 = mean.to(torch.float32)
+    out = torch.empty(n, comps.shape[1], dtype=torch.float32, device=dev)
+    for s in range(0, n, chunk_rows):
+        out[s : s + chunk_rows] = (_rows_on(x, s, s + chunk_rows, dev) - mean32) @ comps
+    return out, evals[order]
 
 
 def perplexity_calibration(dist: torch.Tensor, perplexity: float) -> torch.Tensor:
@@ -391,13 +419,13 @@ def tsne_torch(features: np.ndarray | torch.Tensor, params: TorchTSNEParams | No
         return now
 
     t0 = time.perf_counter()
-    x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
-    x = x.to(device=dev, dtype=torch.float32)
-    n, d = x.shape
+    n, d = features.shape
     if n < 4:
         raise ValueError(f"t-SNE backend 'torch' needs at least 4 samples, got {n}")
     if p.pca_dims and p.pca_dims < min(n, d):
-        x, _ = pca_torch(x, int(p.pca_dims))
+        x, _ = pca_torch(features, int(p.pca_dims), dev)  # streamed to the device in chunks
+    else:
+        x = _rows_on(features, 0, n, dev)
     t = tick("pca", t0)
     P = affinities_from_features(x, p.perplexity)
     t = tick("affinities", t)
