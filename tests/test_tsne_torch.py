@@ -20,14 +20,20 @@ def mixture() -> tuple[np.ndarray, np.ndarray]:
     return make_clustered_features(N, dim=256, n_classes=20, seed=0)
 
 
+SEEDS = (0, 1)
+
+
 @pytest.fixture(scope="module")
 def runs(mixture):
-    """One openTSNE default run and one torch run with the FFT repulsion (the path of large N;
-    at this N the exact tiles would be chosen on the CPU)."""
+    """openTSNE default runs and torch runs with the FFT repulsion (the path of large N; at this
+    N the CPU would pick the exact tiles) for two seeds each: a single run's 2-D kNN@10 moves
+    by ~0.005 from seed to seed (and openTSNE's from run to run), so quality is compared on the
+    mean of two."""
     torch.set_num_threads(1)
     x, _ = mixture
-    ref = compute_embedding(x, EmbedParams(backend="opentsne", n_jobs=1))
-    ours = compute_embedding(x, EmbedParams(backend="torch", extra={"device": "cpu", "exact_max_n": 0}))
+    ref = [compute_embedding(x, EmbedParams(backend="opentsne", n_jobs=1, seed=s)) for s in SEEDS]
+    ours = [compute_embedding(x, EmbedParams(backend="torch", seed=s, extra={"device": "cpu", "exact_max_n": 0}))
+            for s in SEEDS]
     return ref, ours
 
 
@@ -38,29 +44,35 @@ def common_p(mixture) -> T.Affinities:
     return T.affinities_from_features(T.pca_torch(xs, 100)[0], 30.0)
 
 
+@pytest.mark.slow
 def test_torch_tsne_matches_opentsne_default(mixture, runs, common_p):
     x, labels = mixture
-    ref, ours = runs
+    refs, ours_all = runs
+    ours = ours_all[0]
     assert ours.params["backend"] == "torch" and ours.params["torch"]["repulsion"] == "fft"
-    assert ours.params["n_iter"] == ref.params["n_iter"] == 150
+    assert ours.params["n_iter"] == refs[0].params["n_iter"] == 150
     assert ours.params["early_exaggeration_iter"] == 100 and ours.params["pca_dims"] == 100
-    kl_ref = T.kl_divergence(torch.as_tensor(ref.coords), common_p)
-    kl_ours = T.kl_divergence(torch.as_tensor(ours.coords), common_p)
-    q_ref, q_ours = embedding_quality(x, ref.coords, labels), embedding_quality(x, ours.coords, labels)
-    print(f"openTSNE {ref.seconds:.1f} s KL {kl_ref:.4f} trust {q_ref['trustworthiness']:.4f} "
-          f"kNN@10 {q_ref['knn_2d@10']:.4f} | torch {ours.seconds:.1f} s KL {kl_ours:.4f} "
-          f"trust {q_ours['trustworthiness']:.4f} kNN@10 {q_ours['knn_2d@10']:.4f}")
+    kl_ref = np.mean([T.kl_divergence(torch.as_tensor(r.coords), common_p) for r in refs])
+    kl_ours = np.mean([T.kl_divergence(torch.as_tensor(r.coords), common_p) for r in ours_all])
+    q_ref = [embedding_quality(x, r.coords, labels) for r in refs]
+    q_ours = [embedding_quality(x, r.coords, labels) for r in ours_all]
+    trust_ref, trust_ours = (np.mean([q["trustworthiness"] for q in qs]) for qs in (q_ref, q_ours))
+    knn_ref, knn_ours = (np.mean([q["knn_2d@10"] for q in qs]) for qs in (q_ref, q_ours))
+    print(f"openTSNE {np.mean([r.seconds for r in refs]):.1f} s KL {kl_ref:.4f} trust {trust_ref:.4f} "
+          f"kNN@10 {knn_ref:.4f} | torch {np.mean([r.seconds for r in ours_all]):.1f} s KL {kl_ours:.4f} "
+          f"trust {trust_ours:.4f} kNN@10 {knn_ours:.4f}")
     assert kl_ours <= 1.05 * kl_ref, (kl_ours, kl_ref)
-    assert q_ours["trustworthiness"] >= q_ref["trustworthiness"] - 0.01, (q_ours, q_ref)
-    assert q_ours["knn_2d@10"] >= q_ref["knn_2d@10"] - 0.01, (q_ours, q_ref)
+    assert trust_ours >= trust_ref - 0.01, (trust_ours, trust_ref)
+    assert knn_ours >= knn_ref - 0.01, (knn_ours, knn_ref)
 
 
+@pytest.mark.slow
 def test_exact_and_fft_repulsion_agree(runs, common_p):
     """At a real t-SNE layout the FFT repulsion (the only approximated part of the gradient) is
     within 1 % of the exact one, and so is the whole gradient at a layout away from the optimum
     (the layout rescaled by 1/2, which t-SNE pulls apart again); at the optimum itself
     attraction and repulsion cancel, so the whole gradient's relative error is meaningless."""
-    y = torch.as_tensor(runs[1].coords, dtype=torch.float32)
+    y = torch.as_tensor(runs[1][0].coords, dtype=torch.float32)
     rep_exact, z_exact = T.repulsive_exact(y)
     rep_fft, z_fft = T.repulsive_fft(y)
     assert abs(z_fft - z_exact) / z_exact < 5e-3
@@ -122,6 +134,6 @@ def test_torch_tsne_on_cuda_is_deterministic_and_matches_cpu_quality(mixture, ru
     b = compute_embedding(x, EmbedParams(backend="torch", extra={"device": "cuda"}))
     np.testing.assert_array_equal(a.coords, b.coords)
     q_gpu = embedding_quality(x, a.coords, labels)
-    q_cpu = embedding_quality(x, runs[1].coords, labels)
+    q_cpu = embedding_quality(x, runs[1][0].coords, labels)
     assert abs(q_gpu["trustworthiness"] - q_cpu["trustworthiness"]) < 0.01
     assert abs(q_gpu["knn_2d@10"] - q_cpu["knn_2d@10"]) < 0.01
