@@ -137,3 +137,15 @@ def test_torch_tsne_on_cuda_is_deterministic_and_matches_cpu_quality(mixture, ru
     q_cpu = embedding_quality(x, runs[1][0].coords, labels)
     assert abs(q_gpu["trustworthiness"] - q_cpu["trustworthiness"]) < 0.01
     assert abs(q_gpu["knn_2d@10"] - q_cpu["knn_2d@10"]) < 0.01
+
+
+def test_tiny_and_degenerate_inputs():
+    """A handful of points (perplexity lowered), exact duplicates and identical rows give a
+    finite map, as the other backends do."""
+    rng = np.random.default_rng(0)
+    same = np.ones((30, 8))
+    dups = np.repeat(rng.normal(size=(5, 8)), 6, axis=0)
+    for x in (rng.normal(size=(5, 30)), dups, same):
+        with pytest.warns(UserWarning, match="perplexity"):
+            res = compute_embedding(x, EmbedParams(backend="torch", extra={"device": "cpu"}))
+        assert res.coords.shape == (len(x), 2) and np.isfinite(res.coords).all()

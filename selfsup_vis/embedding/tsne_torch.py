@@ -366,7 +366,10 @@ def initial_layout(x: torch.Tensor, init: str | np.ndarray, seed: int) -> torch.
         raise ValueError(f"t-SNE backend 'torch': init must be 'pca', 'random' or an array, got {init!r}")
     y, _ = pca_torch(x, 2)
     y = y.to(torch.float64)
-    y = y / y[:, 0].std(unbiased=False) * 1e-4
+    std = float(y[:, 0].std(unbiased=False))
+    if not std > 0:  # all rows identical: no principal direction, start from N(0, 1e-4)
+        return torch.as_tensor(rs.normal(0, 1e-4, (n, 2)), dtype=torch.float32, device=x.device)
+    y = y / std * 1e-4
     jitter_std = float(y[:, 0].std(unbiased=False)) * 0.01
     y = y + torch.as_tensor(rs.normal(0, jitter_std, (n, 2)), device=x.device)
     return y.to(torch.float32)
