@@ -96,6 +96,10 @@ class DataConfig:
     pin_memory: bool = False
     train_split: str = "train"  # synthetic: train | val | conflict | shape_only | texture_only
     eval_split: str = "val"
+    # feature extraction: auto = JPEG decode + resize on the GPU when the trainer is on CUDA and
+    # the dataset is image files (per-file CPU fallback); cpu = PIL in the workers; gpu = refuse
+    # unless possible (selfsup_vis.data.gpu_decode)
+    decode: str = "auto"
 
 
 @dataclass
@@ -156,11 +160,12 @@ class BrowseTaskConfig:
 
 
 class EmbeddingBackend(StrEnum):
-    auto = "auto"  # openTSNE when installed, else sklearn
+    auto = "auto"  # torch on CUDA, else openTSNE when installed, else sklearn
     opentsne = "opentsne"
     sklearn = "sklearn"
     pca = "pca"
     umap = "umap"
+    torch = "torch"  # t-SNE in torch (GPU when available): embedding.tsne_torch
 
 
 class Metric(StrEnum):

@@ -25,6 +25,7 @@ from selfsup_vis.config.schemas import (
 from selfsup_vis.data.base import ImageDataset, collate_skip_none
 from selfsup_vis.data.cue_conflict import check_cue_conflict_layout
 from selfsup_vis.data.folders import image_folder_dataset, imagenet_dataset
+from selfsup_vis.data.gpu_decode import GpuDecodeHook
 from selfsup_vis.data.synthetic import SyntheticShapes
 from selfsup_vis.data.transforms import Pipeline
 
@@ -46,8 +47,10 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool,
         train_split: str,
         eval_split: str,
+        decode: str,
     ) -> None:
         super().__init__()
+        self.gpu_decode = GpuDecodeHook(decode)  # dataset.decode: checked here, before any work
         self.name = name
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -124,10 +127,19 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self.dataset(self.eval_split, pipeline), shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        ds: Dataset = self.dataset(self.eval_split, self._require(self.eval_pipeline, "eval"))
+        pipeline = self._require(self.eval_pipeline, "eval")
+        ds: Dataset = self.dataset(self.eval_split, pipeline)
+        ds, collate = self.gpu_decode.prepare(ds, pipeline, getattr(self, "trainer", None))
         if self.predict_indices is not None:
             ds = Subset(ds, list(self.predict_indices))
-        return self._loader(ds, shuffle=False)
+        loader = self._loader(ds, shuffle=False)
+        return loader if collate is None else DataLoader(
+            ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, collate_fn=collate)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """dataset.decode=gpu: the batch's JPEG bytes become images on the trainer's device."""
+        return self.gpu_decode(batch)
 
     def test_dataloader(self) -> DataLoader:
         return self.predict_dataloader()

@@ -1,4 +1,5 @@
-"""2-D embedding backends: openTSNE (default), sklearn t-SNE (MMSelfSup's settings), PCA, UMAP.
+"""2-D embedding backends: openTSNE (default), sklearn t-SNE (MMSelfSup's settings), PCA, UMAP,
+and t-SNE in torch (``embedding.tsne_torch``; the default when CUDA is available).
 
 Every backend is seeded, checks its input (NaN/inf rows are an error, never embedded silently)
 and adapts the perplexity to small sample counts. ``embed`` returns the (N, 2) coordinates;
@@ -18,15 +19,17 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
+import torch
 
 from selfsup_vis.config.schemas import EmbeddingConfig as _SCHEMA
 from selfsup_vis.config.schemas import SubsetConfig as _SUBSET
 from selfsup_vis.embedding.large import EMBED_SAMPLE, K_PLACE, LARGE_N, PhaseHook, embed_large
 from selfsup_vis.embedding.space import describe_space, to_metric_space
+from selfsup_vis.embedding.tsne_torch import TorchTSNEParams, tsne_torch
 
 log = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("opentsne", "sklearn", "pca", "umap")
+BACKENDS: tuple[str, ...] = ("opentsne", "sklearn", "pca", "umap", "torch")
 MIN_SAMPLES = 4
 
 # MMSelfSup's visualize_tsne.py settings (sklearn.manifold.TSNE); its perplexity (30) and
@@ -91,8 +94,9 @@ def has_umap() -> bool:
 class EmbedParams:
     """Everything that determines an embedding. ``None`` means "the backend's default".
 
-    backend: "auto" (openTSNE when installed, else sklearn), "opentsne", "sklearn", "pca",
-      "umap".
+    backend: "auto" (torch when CUDA is available, else openTSNE when installed, else
+      sklearn), "opentsne", "sklearn", "pca", "umap", "torch" (``extra``: ``device``,
+      ``exact_max_n``, ``n_interpolation_points``, ``ints_in_interval``, ``min_num_intervals``).
     pca_dims: PCA pre-reduction before t-SNE / UMAP (None or 0 = off; "auto" = backend default:
       100 for openTSNE, 50 for UMAP, off for sklearn as in MMSelfSup).
     n_iter: iterations after early exaggeration for openTSNE, total iterations for sklearn
@@ -177,9 +181,12 @@ def effective_perplexity(n: int, perplexity: float) -> float:
 
 
 def resolve_backend(backend: str) -> str:
-    """Map "auto" to the best installed backend; fall back from openTSNE to sklearn."""
+    """Map "auto" to the best backend here (torch on CUDA, else openTSNE, else sklearn); fall
+    back from openTSNE to sklearn."""
     b = backend.lower()
     if b == "auto":
+        if torch.cuda.is_available():
+            return "torch"
         return "opentsne" if has_opentsne() else "sklearn"
     if b not in BACKENDS:
         raise ValueError(
@@ -300,6 +307,36 @@ def _embed_opentsne(x: np.ndarray, p: EmbedParams, used: dict[str, Any]) -> np.n
     return np.asarray(tsne.fit(x64))
 
 
+def _embed_torch(x: np.ndarray, p: EmbedParams, used: dict[str, Any]) -> np.ndarray:
+    """t-SNE in torch with the openTSNE defaults' schedule (``embedding.tsne_torch``); the PCA
+    pre-reduction runs there too, on the device."""
+    d = OPENTSNE_DEFAULTS
+    extra = dict(p.extra)
+    known = ("device", "exact_max_n", "n_interpolation_points", "ints_in_interval", "min_num_intervals")
+    unknown = sorted(set(extra) - set(known))
+    if unknown:
+        raise ValueError(f"backend 'torch': unknown option(s) {unknown}; valid: {list(known)}")
+    tp = TorchTSNEParams(
+        perplexity=p.perplexity,
+        early_exaggeration=p.early_exaggeration,
+        early_exaggeration_iter=(p.early_exaggeration_iter if p.early_exaggeration_iter is not None
+                                 else d["early_exaggeration_iter"]),
+        n_iter=p.n_iter if p.n_iter is not None else d["n_iter"],
+        learning_rate=p.learning_rate if p.learning_rate is not None else "auto",
+        pca_dims=int(p.pca_dims) if p.pca_dims else None,
+        init=p.init if p.init is not None else d["init"],
+        seed=p.seed,
+        **extra,
+    )
+    coords, info = tsne_torch(x, tp)
+    used.update(n_iter=tp.n_iter, early_exaggeration_iter=tp.early_exaggeration_iter,
+                learning_rate=tp.learning_rate,
+                init=tp.init if isinstance(tp.init, str) else f"given array {tp.init.shape}")
+    used["pca_dims"] = tp.pca_dims if tp.pca_dims and tp.pca_dims < min(x.shape) else None
+    used["torch"] = info
+    return coords
+
+
 def _embed_umap(x: np.ndarray, p: EmbedParams, used: dict[str, Any]) -> np.ndarray:
     import umap
 
@@ -338,6 +375,7 @@ _RUNNERS = {
     "opentsne": _embed_opentsne,
     "umap": _embed_umap,
     "pca": _embed_pca,
+    "torch": _embed_torch,
 }
 
 
@@ -363,11 +401,12 @@ def compute_embedding(features: np.ndarray, params: EmbedParams | None = None, *
             "use more samples (e.g. more images per class)"
         )
     p.backend = backend
-    if backend in ("sklearn", "opentsne"):
+    if backend in ("sklearn", "opentsne", "torch"):
         p.perplexity = effective_perplexity(n, p.perplexity)
     if p.pca_dims == "auto":
         p.pca_dims = {
             "opentsne": OPENTSNE_DEFAULTS["pca_dims"],
+            "torch": OPENTSNE_DEFAULTS["pca_dims"],
             "umap": UMAP_DEFAULTS["pca_dims"],
         }.get(backend)
     elif isinstance(p.pca_dims, str):
@@ -383,9 +422,11 @@ def compute_embedding(features: np.ndarray, params: EmbedParams | None = None, *
     used["n"] = n
     used["input_dim"] = x.shape[1]
     start = time.perf_counter()
-    if backend != "pca":
+    if backend not in ("pca", "torch"):  # torch reduces on its own device
         x = pca_reduce(x, p.pca_dims, seed=p.seed)
-    used["pca_dims"] = x.shape[1] if p.pca_dims and backend != "pca" else None
+        used["pca_dims"] = x.shape[1] if p.pca_dims else None
+    elif backend == "pca":
+        used["pca_dims"] = None
     coords = _RUNNERS[backend](x, p, used)
     if init_array is not None:
         used["init"] = f"given array {init_array.shape}"

@@ -173,9 +173,18 @@ class SSLModule(pl.LightningModule):
             return patches
         return torch.cat([cls, patches], dim=1)
 
+    def on_predict_start(self) -> None:
+        """Channels-last on CUDA: cuDNN's NHWC convolutions (ResNet-50 bf16 on an H200: 15,400
+        vs 10,300 img/s, issue 23); bf16 autocast comes from the trainer's precision."""
+        if self.device.type == "cuda":
+            self.to(memory_format=torch.channels_last)
+
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
         layers = self.predict_layers or self.default_layers()
-        feats = self.extract_features(batch["image"], layers)
+        image = batch["image"]
+        if image.is_cuda and image.ndim == 4:
+            image = image.contiguous(memory_format=torch.channels_last)
+        feats = self.extract_features(image, layers)
         return {"features": feats, "labels": batch.get("label"), "index": batch.get("index")}
 
     # ----------------------------------------------------------------------------- weights

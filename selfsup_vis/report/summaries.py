@@ -69,6 +69,7 @@ class TsneSummary(TaskSummary):
     feature_cache: str
     exports: dict[str, Any]
     skipped_corrupt: list[dict[str, Any]]
+    decode: dict[str, str] | None  # dataset.decode: where JPEGs were decoded, and why
     timings: dict[str, float]
     layers: dict[str, Any]
     ranking: list[dict[str, Any]]

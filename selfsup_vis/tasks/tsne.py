@@ -89,6 +89,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         metric=params.metric, standardize=params.standardize, color_by=colour.name,
         labelings={lab.name: lab.summary() for lab in (colour, *labelings.values())},
         feature_cache=str(features.cache_dir), exports=exports, skipped_corrupt=subset.skipped,
+        decode=dm.gpu_decode.used,
         timings={"extraction_s": features.extraction_s, "embedding_s": sum(m.seconds for m in maps)},
         layers=layer_summaries, ranking=rank_layers(maps))
     return run.write_summary(summary)
