@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selfsup_vis.config import attention, compare, model, report, schemas, shape_bias, tasks_train
+from selfsup_vis.config import attention, compare, dense, model, report, schemas, shape_bias, tasks_train
 from selfsup_vis.config.paths import conf_dir
 from selfsup_vis.config.resolvers import register_resolvers
 
@@ -19,3 +19,4 @@ def register_configs() -> None:
     attention.register_attention_schemas()
     report.register_report_schemas()
     compare.register_compare_schemas()
+    dense.register_dense_schemas()

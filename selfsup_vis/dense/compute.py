@@ -63,6 +63,8 @@ class LayerFeatures:
 
     @property
     def dim(self) -> int:
+        if self.patches is None:
+            raise ValueError(f"layer {self.layer}: only its norms were kept")
         return int(self.patches.shape[1])
 
     def image(self, i: int) -> torch.Tensor:
@@ -72,38 +74,42 @@ class LayerFeatures:
 
 
 def extract(model: nn.Module, layers: Sequence[str], images: torch.Tensor, batch_size: int,
-            device: torch.device, final_norm: bool = False, store_dir: Path | None = None
-            ) -> dict[str, LayerFeatures]:
+            device: torch.device, final_norm: bool = False, store_dir: Path | None = None,
+            norm_layers: Sequence[str] = ()) -> dict[str, LayerFeatures]:
     """Patch grids of every layer for all ``images``, batch by batch; with ``store_dir`` the
-    patches go to ``patches_<layer>.npy`` memory maps there (bounded RAM), else into tensors."""
+    patches go to ``patches_<layer>.npy`` memory maps there (bounded RAM), else into tensors.
+    ``norm_layers``: more layers of which only the token norms are kept (``patches`` None)."""
     n = images.shape[0]
-    stores: dict[str, Any] = {}
-    norms: dict[str, list[torch.Tensor]] = {la: [] for la in layers}
-    cls: dict[str, list[torch.Tensor]] = {la: [] for la in layers}
-    regs: dict[str, list[torch.Tensor]] = {la: [] for la in layers}
+    every = list(dict.fromkeys([*layers, *norm_layers]))
+    stores: dict[str, Any] = {la: None for la in every}
+    norms: dict[str, list[torch.Tensor]] = {la: [] for la in every}
+    cls: dict[str, list[torch.Tensor]] = {la: [] for la in every}
+    regs: dict[str, list[torch.Tensor]] = {la: [] for la in every}
     grid: dict[str, tuple[int, int]] = {}
     for s in range(0, n, batch_size):
-        out = patch_grids(model, layers, images[s : s + batch_size].to(device), final_norm)
+        out = patch_grids(model, every, images[s : s + batch_size].to(device), final_norm)
         for la, g in out.items():
             h, w = grid[la] = g.grid
-            flat = g.features.reshape(-1, g.features.shape[-1]).cpu()
-            if la not in stores:
-                shape = (n * h * w, flat.shape[1])
-                stores[la] = (np.lib.format.open_memmap(store_dir / f"patches_{la}.npy", "w+", np.float32, shape)
-                              if store_dir is not None else torch.empty(shape))
-            rows = slice(s * h * w, s * h * w + flat.shape[0])
-            stores[la][rows] = flat.numpy() if store_dir is not None else flat
             norms[la].append(norm_maps(g.features).cpu())
             if g.cls is not None:
                 cls[la].append(g.cls.cpu())
             if g.registers is not None:
                 regs[la].append(g.registers.cpu())
+            if la not in layers:
+                continue
+            flat = g.features.reshape(-1, g.features.shape[-1]).cpu()
+            if stores[la] is None:
+                shape = (n * h * w, flat.shape[1])
+                stores[la] = (np.lib.format.open_memmap(store_dir / f"patches_{la}.npy", "w+", np.float32, shape)
+                              if store_dir is not None else torch.empty(shape))
+            rows = slice(s * h * w, s * h * w + flat.shape[0])
+            stores[la][rows] = flat.numpy() if store_dir is not None else flat
     for la in layers:
         if isinstance(stores[la], np.memmap):
             stores[la].flush()
     return {la: LayerFeatures(la, grid[la], stores[la], torch.cat(norms[la]),
                               torch.cat(cls[la]) if cls[la] else None,
-                              torch.cat(regs[la]) if regs[la] else None) for la in layers}
+                              torch.cat(regs[la]) if regs[la] else None) for la in every}
 
 
 @dataclass

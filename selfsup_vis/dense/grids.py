@@ -119,3 +119,15 @@ def patch_grids(model: nn.Module, layers: Sequence[str], images: torch.Tensor,
             layer, x[:, n_prefix:].reshape(x.shape[0], h, w, x.shape[2]).contiguous(),
             x[:, 0] if n_cls else None, x[:, n_cls:n_prefix] if n_reg else None)
     return out
+
+
+def layer_dims(model: nn.Module, layers: Sequence[str]) -> dict[str, int]:
+    """Each grid layer's feature dimension (timm ``feature_info`` channels), known before any
+    extraction (so a saved basis of another dimension is refused at start)."""
+    net = find_network(model)
+    if not supports_intermediates(net.module):
+        return {}
+    dims = {name: int(info["num_chs"]) for name, info in zip(timm_layer_names(net.module), net.module.feature_info)}
+    if dims and net.kind in ("vit", "swin"):
+        dims["norm"] = list(dims.values())[-1]
+    return {layer: dims[layer] for layer in layers if layer in dims}
