@@ -52,7 +52,7 @@ class DenseTaskConfig:
     threshold: float | None = None  # on PC1; null: Otsu
     foreground_sign: ForegroundSign = ForegroundSign.auto
     percentiles: list[float] = field(default_factory=lambda: [1.0, 99.0])  # robust min-max per channel
-    queries: list[list[float]] = field(default_factory=list)  # [[y, x], ...] input pixels of image 0; empty: auto
+    queries: list[Any] = field(default_factory=list)  # [[y, x], ...] input pixels of image 0; empty: auto
     top_k: int = field(default=20, metadata={"min": 1})  # matches drawn per image pair
     max_pairs: int = field(default=3, metadata={"min": 0})  # consecutive image pairs matched
     outlier_k: float = field(default=6.0, metadata={"gt": 0})  # outlier tokens: norm > median + k*MAD

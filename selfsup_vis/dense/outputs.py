@@ -63,7 +63,8 @@ def write_layer(out: Path, loggers: Sequence[Logger], res: LayerResult, display:
         entry["basis"] = {"file": str(b.save(out / f"pca_basis_{base}.npz")), "threshold": b.threshold,
                           "threshold_rule": b.threshold_rule, "fg_sign": b.fg_sign, "sign_rule": b.sign_rule,
                           "explained_first": b.first.explained.tolist(),
-                          "explained_second": b.second.explained.tolist() if b.second is not None else None}
+                          "explained_second": b.second.explained.tolist() if b.second is not None else None,
+                          "reused_from": b.provenance.get("file")}  # task.basis_from: applied, not refitted
     scalars = {f"dense/{base}/outlier_fraction": res.norm_stats.outlier_fraction}
     if res.iou is not None:
         entry["iou"] = res.iou

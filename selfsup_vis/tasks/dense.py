@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from selfsup_vis.checkpoints.provenance import model_provenance
 from selfsup_vis.data.transforms import denormalize
@@ -34,10 +34,10 @@ def _settings(t: DictConfig) -> DenseSettings:
         raise ValueError(f"task.percentiles={list(t.percentiles)}: two values 0 <= low < high <= 100")
     if t.basis_from and t.basis != "joint":
         raise ValueError("task.basis_from reuses one joint basis; it cannot go with task.basis=per_image")
-    if any(len(q) != 2 for q in t.queries):
+    if any(not isinstance(q, ListConfig) or len(q) != 2 for q in t.queries):
         raise ValueError(f"task.queries={OmegaConf.to_container(t.queries)}: each query is [y, x] in input pixels")
     return DenseSettings(str(t.normalisation), str(t.basis), bool(t.foreground), t.threshold, str(t.foreground_sign),
-                         tuple(t.percentiles), float(t.outlier_k), [list(q) for q in t.queries], t.top_k, t.max_pairs)
+                         tuple(t.percentiles), float(t.outlier_k), [[float(v) for v in q] for q in t.queries], t.top_k, t.max_pairs)
 
 
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
