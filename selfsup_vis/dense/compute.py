@@ -128,6 +128,7 @@ class LayerResult:
     basis: DenseBasis | None  # the joint basis (None: per-image bases)
     pca_seconds: float
     iou: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)  # deviations from the recipe, per image
 
 
 def fit(feats: LayerFeatures, s: DenseSettings, provenance: dict[str, Any] | None = None) -> DenseBasis:
@@ -146,11 +147,13 @@ def analyse(feats: LayerFeatures, s: DenseSettings, image_size: tuple[int, int],
         raise ValueError(f"PCA basis of feature dimension {basis.feature_dim}; layer {feats.layer} has {feats.dim}")
     if basis is None and s.basis == "joint":
         basis = fit(feats, s, provenance)
-    parts = []
+    parts, notes = [], [f"joint basis: {basis.note}"] if basis is not None and basis.note else []
     for i in range(n):
         x = feats.image(i).reshape(h * w, -1)
         b = basis if basis is not None else fit_basis(tensor_chunks(x), feats.dim, s.normalisation, s.foreground,
                                                       s.threshold, s.fg_sign, tuple(s.percentiles))
+        if b is not basis and b.note:
+            notes.append(f"image {i}: {b.note}")
         parts.append(b.apply(x))
     seconds = time.perf_counter() - t0
     rgb = torch.stack([p["rgb"] for p in parts]).reshape(n, h, w, 3)
@@ -172,7 +175,7 @@ def analyse(feats: LayerFeatures, s: DenseSettings, image_size: tuple[int, int],
         matches.append((i, i + 1, m))
     out_mask, stats = norm_stats(feats.norms, s.outlier_k, feats.cls, feats.registers)
     res = LayerResult(feats.layer, (h, w), rgb, pc1, fg, (0, *cells[0]), sims, feats.norms, out_mask, stats,
-                      matches, basis if s.basis == "joint" else None, seconds)
+                      matches, basis if s.basis == "joint" else None, seconds, notes=notes)
     if masks is not None:
         res.iou = foreground_iou(fg, masks)
     return res

@@ -54,7 +54,7 @@ def write_layer(out: Path, loggers: Sequence[Logger], res: LayerResult, display:
         "arrays": str(save_arrays(out / f"dense_{base}.npz", res)),
         "query": {"image": names[res.query[0]], "cell": list(res.query[1:])},
         "foreground_fraction": float(res.foreground.double().mean()),
-        "norms": res.norm_stats.as_dict(), "pca_seconds": res.pca_seconds,
+        "norms": res.norm_stats.as_dict(), "pca_seconds": res.pca_seconds, "notes": res.notes,
         "matches": [{"images": [names[i], names[j]], "mutual": m.num_mutual, "drawn": len(m.a),
                      "mean_similarity": float(m.similarity.mean()) if len(m.a) else None} for i, j, m in res.matches],
     }

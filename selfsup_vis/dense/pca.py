@@ -16,6 +16,7 @@ variance, i.e. a PCA of the correlation matrix). The fitted :class:`DenseBasis` 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,6 +28,8 @@ import scipy.linalg
 import torch
 
 from selfsup_vis.utils.io import write_with
+
+log = logging.getLogger(__name__)
 
 BASIS_FILE = "pca_basis.npz"
 Chunks = Callable[[], Iterable[torch.Tensor]]  # a fresh iterator of (n, D) patch chunks per call
@@ -173,6 +176,7 @@ class DenseBasis:
     threshold_rule: str = "otsu"
     sign_rule: str = "auto"
     provenance: dict[str, Any] = field(default_factory=dict)
+    note: str = ""  # what deviated from the recipe (logged, in summary.json and on the figure)
 
     def pc1(self, x: torch.Tensor) -> torch.Tensor:
         return self.first.project(normalise(x, self.normalisation))[:, 0]
@@ -267,9 +271,11 @@ def fit_basis(chunks: Chunks, dim: int, normalisation: str = "none", foreground:
     if not foreground:
         return basis
     fg = (p[:, 0] - thr) * sign > 0
-    if int(fg.sum()) < 4:
-        raise ValueError(f"PCA foreground: only {int(fg.sum())} patches on the foreground side of PC1 "
-                         f"(threshold {thr:.4g}); set task.threshold or task.foreground=false")
+    if int(fg.sum()) < 4:  # no second PCA of 3 components on fewer: colours from the first
+        basis.note = (f"only {int(fg.sum())} foreground patches (PC1 threshold {thr:.4g}): no second PCA, "
+                      "foreground coloured by the first PCA")
+        log.warning("PCA foreground: %s", basis.note)
+        return basis
     keep = [(q[:, 0] - thr) * sign > 0 for q in parts]
     basis.second = fit_projection(chunks, dim, 3, normalisation, keep)
     p2 = torch.cat([basis.second.project(normalise(x, normalisation)[m]) for x, m in zip(chunks(), keep)])

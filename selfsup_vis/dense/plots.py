@@ -71,7 +71,8 @@ def layer_figure(display: np.ndarray, res: LayerResult, names: Sequence[str], ti
     st = res.norm_stats
     iou = f" · fg IoU {res.iou['iou']:.3f} (centre blob {res.iou['centre_blob_iou']:.3f})" if res.iou else ""
     fig.suptitle(f"{title}\ngrid {h}×{w}, overlays upsampled bilinearly · {settings}\n"
-                 f"outliers {100 * st.outlier_fraction:.2f}% (> {st.threshold:.3g}){iou}", fontsize=8)
+                 f"outliers {100 * st.outlier_fraction:.2f}% (> {st.threshold:.3g}){iou}"
+                 + (f"\nNOTE: {len(res.notes)} deviation(s), e.g. {res.notes[0]}" if res.notes else ""), fontsize=8)
     if prov is not None:
         add_provenance(fig, prov)
     return fig
