@@ -63,6 +63,9 @@ def test_bad_inputs_are_refused_before_extraction(compose_in, tmp_path):
     model = build_model(compose_in(["model=classifier_tiny"]).model)
     with pytest.raises(ValueError, match=r"'pre_logits' .* has no spatial grid; layers with one: stem, layer1"):
         expected_grids(model, ["pre_logits"], (64, 64))
+    vit = build_model(compose_in(REG_VIT).model)
+    with pytest.raises(ValueError, match=r"its ViT takes \(32, 32\) px inputs, not \(48, 48\); set model.img_size"):
+        expected_grids(vit, ["block1"], (48, 48))
     cfg = compose_in(["task=dense", "model=mae_tiny", "task.img_size=4", *SMALL])
     with pytest.raises(ValueError, match=r"image 4x4 px is smaller than one patch of layer 'norm' \(8 px\)"):
         run_task(cfg)

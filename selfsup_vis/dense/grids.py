@@ -69,6 +69,11 @@ def expected_grids(model: nn.Module, layers: Sequence[str], size: tuple[int, int
     net = find_network(model)
     red = _reductions(net)
     valid = [layer for layer in model.available_layers() if layer in red]
+    pe = getattr(net.module, "patch_embed", None)
+    if (net.kind == "vit" and getattr(pe, "strict_img_size", False) and not getattr(net.module, "dynamic_img_size", False)
+            and pe.img_size is not None and tuple(pe.img_size) != tuple(size)):
+        raise ValueError(f"{type(model).__name__}: its ViT takes {tuple(pe.img_size)} px inputs, not {tuple(size)}; "
+                         "set model.img_size (timm models: model.model_kwargs.img_size, or dynamic_img_size: true)")
     out = {}
     for layer in layers:
         if layer not in red or layer not in valid:
