@@ -283,7 +283,7 @@ def fit_basis(chunks: Chunks, dim: int, normalisation: str = "none", foreground:
     return basis
 
 
-def tensor_chunks(x: torch.Tensor | np.ndarray, rows: int = 65536) -> Chunks:
+def tensor_chunks(x: torch.Tensor | np.ndarray, rows: int = 16384) -> Chunks:
     """A :data:`Chunks` over the rows of a (n, D) tensor or array (a memmap streams from disk)."""
 
     def gen() -> Iterator[torch.Tensor]:
