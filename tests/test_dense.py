@@ -52,6 +52,27 @@ def test_register_tokens_never_enter_the_grid(compose_in):
     assert stats.max_norm == pytest.approx(float(patch_norms.max()))  # ... and not among the patches
 
 
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmpretrain"
+MAE_FIXTURE = ["model=mae_vit-b16", "model.embed_dim=64", "model.depth=4", "model.num_heads=4",
+               "model.decoder_embed_dim=32", "model.decoder_depth=2", "model.decoder_num_heads=4",
+               f"model.checkpoint={FIXTURES / 'mae.pth'}"]
+
+
+@pytest.mark.skipif(not (FIXTURES / "mae.pth").is_file(), reason=f"no fixture mae.pth in {FIXTURES}")
+def test_mmpretrain_mae_fixture_grids_at_two_resolutions(compose_in):
+    """The checkpoint's own final-norm patch tokens are the grid; at 112 px (position embedding
+    resized on load, as the reference does) the grid is 7x7."""
+    model = build_model(compose_in(MAE_FIXTURE).model).eval()
+    x = torch.load(FIXTURES / "mae_io.pt", map_location="cpu", weights_only=True)["inputs"]["input"]
+    g = patch_grids(model, ["norm"], x)["norm"]
+    tokens = model.forward_features(x)
+    assert g.grid == (14, 14) and torch.allclose(g.features.reshape(2, 196, 64), tokens[:, 1:], atol=1e-6)
+    assert torch.allclose(g.cls, tokens[:, 0], atol=1e-6) and g.registers is None
+    small = build_model(compose_in(MAE_FIXTURE).model, img_size=112).eval()
+    g2 = patch_grids(small, ["norm"], F.interpolate(x, size=112, mode="bilinear"))["norm"]
+    assert g2.grid == (7, 7) and torch.isfinite(g2.features).all()
+
+
 def test_swin_gives_non_square_grids_of_the_right_shape(compose_in):
     model = build_model(compose_in(SWIN).model).eval()
     grids = patch_grids(model, ["stage0", "stage1", "stage2"], torch.randn(1, 3, 64, 96))
