@@ -80,6 +80,13 @@ def test_swin_gives_non_square_grids_of_the_right_shape(compose_in):
     assert grids["stage2"].features.shape == (1, 4, 6, 64) and grids["stage0"].cls is None
 
 
+def test_cnn_stages_are_grids_too(compose_in):
+    model = build_model(compose_in(["model=classifier_tiny"]).model).eval()
+    grids = patch_grids(model, ["stem", "layer1", "layer4"], torch.randn(2, 3, 64, 64))
+    assert {k: g.grid for k, g in grids.items()} == {"stem": (16, 16), "layer1": (16, 16), "layer4": (2, 2)}
+    assert grids["layer4"].features.shape == (2, 2, 2, 64) and grids["stem"].cls is None
+
+
 def test_bad_inputs_are_refused_before_extraction(compose_in, tmp_path):
     model = build_model(compose_in(["model=classifier_tiny"]).model)
     with pytest.raises(ValueError, match=r"'pre_logits' .* has no spatial grid; layers with one: stem, layer1"):

@@ -53,6 +53,8 @@ def _reductions(net: Network) -> dict[str, int]:
     red = {name: int(info["reduction"]) for name, info in zip(timm_layer_names(net.module), net.module.feature_info)}
     if red and net.kind in ("vit", "swin"):
         red["norm"] = list(red.values())[-1]
+    if "stem" in red and isinstance(getattr(net.module, "maxpool", None), nn.MaxPool2d):
+        red["stem"] *= 2  # our stem is taken after the max-pool (mmpretrain's), timm's before it
     return red
 
 
