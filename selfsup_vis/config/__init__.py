@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from selfsup_vis.config import attention, compare, dense, model, report, schemas, shape_bias, tasks_train
+from selfsup_vis.config import (
+    attention,
+    compare,
+    dense,
+    model,
+    report,
+    schemas,
+    shape_bias,
+    tasks_train,
+)
 from selfsup_vis.config.paths import conf_dir
 from selfsup_vis.config.resolvers import register_resolvers
 
