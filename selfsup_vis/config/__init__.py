@@ -6,6 +6,7 @@ from selfsup_vis.config import (
     attention,
     callbacks,
     compare,
+    dense,
     model,
     report,
     schemas,
@@ -29,3 +30,4 @@ def register_configs() -> None:
     attention.register_attention_schemas()
     report.register_report_schemas()
     compare.register_compare_schemas()
+    dense.register_dense_schemas()

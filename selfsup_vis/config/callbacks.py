@@ -75,6 +75,22 @@ class AttentionSnapshotConfig(PeriodicCallbackConfig):
 
 
 @dataclass
+class DenseSnapshotConfig(PeriodicCallbackConfig):
+    """task=dense's figure of fixed val images during training, the PCA basis fitted at its
+    first call so that colours stay comparable across training."""
+
+    _target_: str = "selfsup_vis.callbacks.DenseSnapshot"
+    every_n_epochs: int | None = field(default=5, metadata={"min": 1})
+    num_images: int = field(default=4, metadata={"min": 1})
+    layer: str | None = None  # null: the model's last layer with a spatial grid
+    normalisation: str = "none"  # none | l2 | standardise
+    foreground: bool = True
+    outlier_k: float = 6.0
+    seed: int = 0
+    save_arrays: bool = True
+
+
+@dataclass
 class TrainingStatsConfig:
     _target_: str = "selfsup_vis.callbacks.TrainingStats"
     grad_norm: bool = True
@@ -83,7 +99,7 @@ class TrainingStatsConfig:
 
 CALLBACK_SCHEMAS = {"reconstruction": ReconstructionDumpConfig, "embedding": EmbeddingSnapshotConfig,
                     "feature_health": FeatureHealthConfig, "attention": AttentionSnapshotConfig,
-                    "training_stats": TrainingStatsConfig}
+                    "dense": DenseSnapshotConfig, "training_stats": TrainingStatsConfig}
 
 
 def register_callback_schemas() -> None:
