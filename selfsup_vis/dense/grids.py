@@ -59,8 +59,13 @@ def _reductions(net: Network) -> dict[str, int]:
 
 
 def grid_layers(model: nn.Module) -> list[str]:
-    """The model's layers (its ``available_layers``) that have a spatial grid."""
-    red = _reductions(find_network(model))
+    """The model's layers (its ``available_layers``) that have a spatial grid; none for a model
+    without a known network (a user's own family)."""
+    try:
+        net = find_network(model)
+    except TypeError:
+        return []
+    red = _reductions(net)
     return [layer for layer in model.available_layers() if layer in red]
 
 
