@@ -8,7 +8,8 @@ Two things are ours:
 
 - Config errors (a misspelt key, an unknown option, a bad value) print one message built from
   the config Hydra composed (:func:`selfsup_vis.config.validate.config_error_message`) and exit
-  with 2; runtime errors exit with 1.
+  with 2, a single run's before its run directory is made (the ``hydra.callbacks.validate``
+  callback); runtime errors exit with 1.
 - This module and everything it imports at the top are torch-free: ``--help``, ``--cfg job`` and
   a misspelt key answer in about a second. torch, Lightning and timm load when a job starts.
 """
@@ -30,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from selfsup_vis.config import conf_dir, register_configs
-from selfsup_vis.config.validate import ConfigError, config_error_message, validate
+from selfsup_vis.config.validate import ConfigError, ConfigRefused, config_error_message
 from selfsup_vis.utils.exit_hooks import run_pending
 
 register_configs()
@@ -113,18 +114,12 @@ def _raiser(err: BaseException) -> Callable[[], Any]:
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> object:
-    sweep = HydraConfig.get().mode != RunMode.RUN
-    if not sweep:
-        if not full_errors(cfg):
-            quiet_console_tracebacks()
-        try:  # bad values: exit 2 before torch loads or any work starts (sweeps: each job's own)
-            validate(cfg)
-        except ConfigError as err:
-            raise SystemExit(report_error(err, cfg)) from None
     from selfsup_vis.tasks.common import run_task  # torch, Lightning and timm: only for a job
 
-    if sweep:
-        return run_task(cfg)  # each job's failure is the launcher's to record
+    if HydraConfig.get().mode != RunMode.RUN:
+        return run_task(cfg)  # sweeps: each job's failure is the launcher's to record
+    if not full_errors(cfg):
+        quiet_console_tracebacks()
     try:
         return run_task(cfg)
     except Exception as err:  # a single run: one clear line and the exit code, not Hydra's dump
@@ -135,6 +130,8 @@ def main() -> None:
     try:
         with config_errors_exit_2():
             _hydra_main()
+    except ConfigRefused as refused:  # a bad value, found before the run directory was made
+        raise SystemExit(report_error(refused.error)) from None
     finally:
         run_pending()  # a sweep's status table and summary, also when Hydra raised
 

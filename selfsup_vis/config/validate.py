@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hydra.errors import MissingConfigException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -166,3 +167,28 @@ def validate(cfg: DictConfig) -> None:
     if errs:
         more = "".join(f"\n  also: {e}" for e in errs[1:])
         raise ConfigError(f"{errs[0]}{more}")
+
+
+# ---------------------------------------------------------------------------------------------
+# A single run: the values are refused before Hydra makes the run directory
+# ---------------------------------------------------------------------------------------------
+class ConfigRefused(BaseException):
+    """A single run's config broke a value rule (``error``). A BaseException because Hydra
+    turns an Exception raised in a callback into a warning; ``python -m selfsup_vis`` reports it
+    and exits with 2."""
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class ValidateOnRunStart(Callback):
+    """Hydra callback (``hydra.callbacks.validate``): validates the config Hydra composed for a
+    single run before the run directory exists, so a bad value leaves nothing behind. Each job
+    of a sweep validates its own values when it starts (``run_task``)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            validate(config)
+        except ConfigError as err:
+            raise ConfigRefused(err) from None
