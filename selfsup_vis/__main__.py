@@ -132,6 +132,10 @@ def main() -> None:
             _hydra_main()
     except ConfigRefused as refused:  # a bad value, found before the run directory was made
         raise SystemExit(report_error(refused.error)) from None
+    except Exception as err:  # --help / --info compose outside Hydra's reporter
+        if not is_config_error(err):
+            raise
+        raise SystemExit(report_error(err)) from None
     finally:
         run_pending()  # a sweep's status table and summary, also when Hydra raised
 

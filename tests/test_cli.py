@@ -109,6 +109,8 @@ def test_unknown_option_and_misspelt_key(tmp_path):
     assert proc.returncode == 2 and "task.perplexity=0.0: must be > 0" in proc.stderr
     proc = run_main(["--config-dir", str(tmp_path / "nowhere"), "--cfg", "job"], tmp_path)
     assert proc.returncode == 2 and "nowhere' not found" in proc.stderr
+    proc = run_main(["--help", "task.n_sampels=3"], tmp_path)  # --help composes outside Hydra's reporter
+    assert proc.returncode == 2 and "Did you mean task.n_samples?" in proc.stderr
 
 
 # ------------------------------------------------------------------ Hydra's own command line
