@@ -30,6 +30,7 @@ def test_help_shows_examples(tmp_path):
     assert "Examples:" in proc.stdout and "task=tsne" in proc.stdout and "hydra/launcher=slurm" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model,expect_views,expect_mask",
     [("mocov2_tiny", 2, False), ("simmim_tiny", 1, True), ("maskfeat_tiny", 1, True)],

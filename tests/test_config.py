@@ -20,6 +20,7 @@ def options(group: str) -> list[str]:
 ROOTS = {"image_folder": "/data/folder", "imagenet": "/data/imagenet", "cue_conflict": "/data/cc"}
 
 
+@pytest.mark.slow
 def test_every_option_of_every_group_composes_and_resolves():
     """Each option of each group once (the groups are independent), with every logger at once;
     the job config resolves (what config_resolved.yaml writes)."""
@@ -32,6 +33,7 @@ def test_every_option_of_every_group_composes_and_resolves():
         assert resolved["task"]["_target_"].startswith("selfsup_vis.tasks."), overrides
 
 
+@pytest.mark.slow
 def test_datasets_and_loggers_instantiate(tmp_path):
     for logger in options("logger"):
         cfg = compose_cfg([f"logger={logger}"], tmp_path)
