@@ -30,11 +30,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from selfsup_vis.config import conf_dir, register_configs
+from selfsup_vis.config import conf_dir  # importing it registers the schemas
 from selfsup_vis.config.validate import ConfigError, ConfigRefused, config_error_message
 from selfsup_vis.utils.exit_hooks import run_pending
-
-register_configs()
 
 
 def is_config_error(err: BaseException) -> bool:

@@ -1,5 +1,6 @@
-"""Typed config schemas; ``register_configs()`` puts them all into Hydra's ConfigStore and
-``compose(overrides)`` composes the config outside the CLI (tests, scripts).
+"""Typed config schemas; ``register_configs()`` puts them all into Hydra's ConfigStore (done
+once on import, as Hydra apps store their schemas) and ``compose(overrides)`` composes the
+config outside the CLI (tests, scripts).
 
 Everything imported here is torch-free: ``python -m selfsup_vis --help``, ``--cfg job`` and a
 misspelt key compose the config without loading torch, Lightning or timm."""
@@ -25,3 +26,6 @@ def register_configs() -> None:
     attention.register_attention_schemas()
     report.register_report_schemas()
     compare.register_compare_schemas()
+
+
+register_configs()

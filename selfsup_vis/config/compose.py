@@ -22,8 +22,6 @@ from selfsup_vis.config.paths import conf_dir
 
 __all__ = ["compose", "share_config_store"]
 
-_registered = False
-
 
 def compose(
     overrides: Sequence[str] = (),
@@ -33,7 +31,8 @@ def compose(
     config_dir: str | Path | None = None,
     activate: bool = True,
 ) -> DictConfig:
-    """The config ``python -m selfsup_vis <overrides>`` would run with, ``hydra`` node included.
+    """The config ``python -m selfsup_vis <overrides>`` would run with, ``hydra`` node included
+    (the schemas are in Hydra's ConfigStore since ``selfsup_vis.config`` was imported).
 
     Inside a running app (a task composing a second model while ``python -m selfsup_vis`` runs:
     GlobalHydra is initialised) it is composed with that app's search path, so a user's
@@ -44,12 +43,6 @@ def compose(
     to compose a second config (a model's) while a job runs. ``run_dir`` sets
     ``hydra.runtime.output_dir``.
     """
-    global _registered
-    if not _registered:  # once per process: storing every schema again costs ~0.2 s
-        from selfsup_vis.config import register_configs  # the package imports this module
-
-        register_configs()
-        _registered = True
     running = GlobalHydra.instance().is_initialized()
     if running and config_dir is None:
         cfg = hydra.compose(config_name, overrides=list(overrides), return_hydra_config=True)

@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from selfsup_vis.report.sweep import summarize_sweep
 from selfsup_vis.utils.exit_hooks import at_exit
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ class SweepReportCallback(Callback):
         self._announced = False
 
     def _summarize(self, sweep_dir: str, announce: bool) -> None:
-        # imported here: Hydra builds this callback for every run, and a single run that stops
-        # at a config error must not wait for Lightning (the sweep summary draws figures)
-        from selfsup_vis.report.sweep import summarize_sweep
-
         try:
             summary = summarize_sweep(Path(sweep_dir))
         except Exception as err:  # a summary must never fail the sweep
