@@ -154,6 +154,7 @@ def tsne_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "run"
 
 
+@pytest.mark.slow
 def test_report_html_is_self_contained(tsne_run: Path):
     html = (tsne_run / "report.html").read_text()
     assert 0.5e6 < len(html) < 20e6
@@ -249,6 +250,7 @@ def test_loggers_hold_the_config_and_the_headline_numbers(tsne_run: Path):
     assert set(metrics) >= set(headline) | {"run/succeeded"}
 
 
+@pytest.mark.slow
 def test_atlas_parquet_columns_and_types(tsne_run: Path):
     table = pq.read_table(tsne_run / "atlas.parquet")
     schema = table.schema
