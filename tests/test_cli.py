@@ -87,6 +87,7 @@ def test_multirun_through_the_local_launcher(tmp_path):
     assert pipelines == {"mocov2", "simmim"}
 
 
+@pytest.mark.slow
 def test_failing_job_closes_loggers_and_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_main(

@@ -227,6 +227,7 @@ def test_tsne_report_in_chromium(tsne_run: Path, tmp_path: Path):
         chrome.close()
 
 
+@pytest.mark.slow
 def test_loggers_hold_the_config_and_the_headline_numbers(tsne_run: Path):
     summary = json.loads((tsne_run / "summary.json").read_text())
     headline = headline_metrics(summary)
@@ -289,6 +290,7 @@ def pd_read(path: Path):
     return pd.read_parquet(path)
 
 
+@pytest.mark.slow
 def test_report_size_budget_links_figures_instead(tsne_run: Path, tmp_path: Path):
     small = tmp_path / "run"
     shutil.copytree(tsne_run, small, ignore=shutil.ignore_patterns("wandb", "tensorboard", "csv", "cache"))
