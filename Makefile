@@ -1,12 +1,15 @@
 # Two commands for a fresh machine:  make demo  (set up + main job on the synthetic default)
 #                                    make test  (set up + lint + the whole test suite)
+# While editing:                     make test-quick  (lint + the tests not marked slow, slurm,
+#                                    ddp or browser; see README "Tests")
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_outputs
+QUICK ?= not slow and not slurm and not ddp and not browser
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test test-quick lint demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +24,9 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest
+
+test-quick: setup lint
+	$(BIN)/python -m pytest -m "$(QUICK)"
 
 demo: setup
 	DEMO_DIR=$(DEMO_DIR) PY=$(BIN)/python bash scripts/demo.sh

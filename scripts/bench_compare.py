@@ -21,25 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
-
-from selfsup_vis.config import conf_dir, register_configs  # noqa: E402
+from selfsup_vis.config import compose  # noqa: E402
 
 MODELS = (("mae_tiny", "[block0,block1,block2,norm]"), ("mocov2_tiny", "[layer1,layer2,layer3,layer4]"),
           ("maskfeat_tiny", "[block0,block1,block2,norm]"))
-
-
-def _compose(overrides: list[str], out: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def main() -> None:
@@ -49,7 +34,6 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--n-jobs", type=int, default=1, help="embedding threads (1 on a shared 2-core machine)")
     args = ap.parse_args()
-    register_configs()
     os.environ["SELFSUP_VIS_CACHE"] = str(args.out / "cache")
     per_class = -(-args.n // 8)
     models = ",".join(f"{{model: {m}, layers: {la}}}" for m, la in MODELS)
@@ -63,7 +47,7 @@ def main() -> None:
     for label in ("cold (extract)", "warm (cached)"):
         out = args.out / label.split()[0]
         start = time.perf_counter()
-        summary = run_task(_compose(overrides, out))
+        summary = run_task(compose(overrides, run_dir=out))
         wall = time.perf_counter() - start
         rows.append((label, summary["n_samples"], summary["timings"], wall))
     print(f"\ncompare_embeddings: {len(MODELS)} models × 4 layers, backend {args.backend}, "

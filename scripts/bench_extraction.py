@@ -29,16 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from selfsup_vis.config import conf_dir, register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
 def _write_images(root: Path, n: int, size: int, classes: int = 8) -> None:
     from selfsup_vis.data.synthetic import SyntheticShapes
 
@@ -54,12 +44,13 @@ def bench_speed(args) -> dict:
     import pytorch_lightning as pl
     import torch
 
+    from selfsup_vis.config import compose
     from selfsup_vis.data.datamodule import ImageFolderDataModule
     from selfsup_vis.data.transforms import pipeline_for_model
     from selfsup_vis.features.extraction import FeatureShardWriter, extract_features
     from selfsup_vis.models import build_model
 
-    cfg = _compose([f"model={args.model}", f"model.img_size={args.img_size}"])
+    cfg = compose([f"model={args.model}", f"model.img_size={args.img_size}"])
     model = build_model(cfg.model).eval().to(args.device)
     layers = model.default_layers()
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,12 +89,13 @@ def _peak_rss_child(n_per_class: int) -> None:
     import numpy as np
     import pytorch_lightning as pl
 
+    from selfsup_vis.config import compose
     from selfsup_vis.data.datamodule import SyntheticDataModule
     from selfsup_vis.data.transforms import pipeline_for_model
     from selfsup_vis.features.extraction import FeatureShardWriter, extract_features
     from selfsup_vis.models import build_model
 
-    cfg = _compose(["model=mocov2_tiny"])
+    cfg = compose(["model=mocov2_tiny"])
     model = build_model(cfg.model).eval()
     layers = ["layer3", "layer4", "neck"]
     dm = SyntheticDataModule(samples_per_class=n_per_class, batch_size=128, eval_split="train")

@@ -35,13 +35,9 @@ def _sync(device: torch.device) -> None:
 
 
 def build_cfg(model: str):
-    from hydra import compose, initialize_config_dir
+    from selfsup_vis.config import compose
 
-    from selfsup_vis.config import conf_dir, register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=[f"model={model}"]).model
+    return compose([f"model={model}"]).model
 
 
 # ----------------------------------------------------------------------------- bare MAE

@@ -41,12 +41,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
 
-from selfsup_vis.config import conf_dir, register_configs  # noqa: E402
+from selfsup_vis.config import compose  # noqa: E402
 from selfsup_vis.embedding.backends import EmbedParams, compute_embedding  # noqa: E402
 from selfsup_vis.embedding.sampled_quality import sampled_quality  # noqa: E402
 from selfsup_vis.embedding.space import to_metric_space  # noqa: E402
@@ -141,14 +137,8 @@ def load_and_mem() -> str:
 
 
 def run_ours(feats: Path, labels: Path, out: Path, extra: list[str]) -> tuple[dict, PhaseMonitor, float]:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=["task=tsne", f"task.features={feats}", f"task.labels={labels}",
-                                           "task.formats=[png,pdf]", "logger=none", *extra],
-                      return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose(["task=tsne", f"task.features={feats}", f"task.labels={labels}",
+                   "task.formats=[png,pdf]", "logger=none", *extra], run_dir=out)
     mon = PhaseMonitor()
     root = logging.getLogger("selfsup_vis")
     root.addHandler(mon)
@@ -192,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.dim = [20_000], 256
-    register_configs()
     logging.basicConfig(level=logging.WARNING)
     cpus = len(os.sched_getaffinity(0))
     print(f"bench_scale: D={args.dim}, {args.classes} classes, {cpus} cpus; {load_and_mem()}", flush=True)

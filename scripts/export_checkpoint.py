@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hydra import compose, initialize_config_dir
-
 from selfsup_vis.checkpoints.export import LAYOUTS, export_checkpoint, save_checkpoint
-from selfsup_vis.config import conf_dir, register_configs
+from selfsup_vis.config import compose
 from selfsup_vis.models import build_model
 
 
@@ -23,9 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layout", choices=LAYOUTS, default="mmpretrain")
     p.add_argument("--out", required=True, help="output .pth path (written atomically)")
     args = p.parse_args(argv)
-    register_configs()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=args.overrides)
+    cfg = compose(args.overrides)
     model = build_model(cfg.model)
     if model.load_report is not None:
         print(model.load_report.summary())

@@ -22,14 +22,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from selfsup_vis.__main__ import main as cli_main  # noqa: E402
-from selfsup_vis.config import conf_dir, register_configs  # noqa: E402
+from selfsup_vis.config import compose as compose_cfg  # noqa: E402  (the tests' name for it)
 from selfsup_vis.tasks.common import run_task  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,34 +36,17 @@ DATA = SHARED / "data"
 
 torch.set_num_threads(int(THREADS))
 threadpool_limits(int(THREADS))  # numpy's BLAS if it was loaded before the variables were set
-register_configs()
-
-
-def compose_cfg(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
-    """Compose the root config with ``overrides`` and make it the active Hydra config."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    if run_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 @pytest.fixture
 def compose_in(tmp_path: Path) -> Iterator:
     """``compose_in(overrides)`` → config whose run directory is ``tmp_path``."""
-    yield lambda overrides: compose_cfg(overrides, tmp_path)
-    GlobalHydra.instance().clear()
+    yield lambda overrides: compose_cfg(overrides, run_dir=tmp_path)
 
 
 def run_inprocess(overrides: list[str], out_dir: Path) -> dict:
     """Compose like the CLI and run the task through the harness in this process."""
-    try:
-        return run_task(compose_cfg(overrides, out_dir))
-    finally:
-        GlobalHydra.instance().clear()
+    return run_task(compose_cfg(overrides, run_dir=out_dir))
 
 
 @pytest.fixture
@@ -131,7 +112,7 @@ def _process_state(cwd: Path, env: dict[str, str]) -> Iterator[None]:
 
 def run_main(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m selfsup_vis <args>`` in this process: the real ``main()`` (argument parsing,
-    preflight, Hydra, the harness, exit codes) with stdout/stderr captured, so a CLI test pays
+    Hydra, config errors, the harness, exit codes) with stdout/stderr captured, so a CLI test pays
     for its work and not for importing torch, timm and Lightning again."""
     out, err = io.StringIO(), io.StringIO()
     code: int | str | None = 0

@@ -164,6 +164,7 @@ SMALL = ["task.max_images=3", "task.batch_size=2", "dataset.num_classes=3", "dat
          "logger=csv", *QUIET]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "method", "extra", "layer", "panels"), [
     ("mae_tiny", "cls_attention", [], "block3", ["head0", "head1", "head2", "head3", "mean"]),
     ("mae_tiny", "rollout", ["task.head_fusion=max", "task.discard_ratio=0.5"], "block0-3", ["rollout"]),
@@ -275,6 +276,7 @@ def test_gradcam_points_at_the_shape_only_after_training(compose_in, tmp_path):
 
 
 # ------------------------------------------------------------------------------ the callback
+@pytest.mark.slow
 def test_attention_snapshot_during_pretrain(compose_in, tmp_path):
     cfg = compose_in(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
                       "dataset.batch_size=8", "dataset.num_classes=3", "dataset.val_samples_per_class=2",
@@ -307,6 +309,7 @@ def test_attention_snapshot_never_breaks_training(tmp_path, caplog):
     assert "class-agnostic" in caplog.text and not list(tmp_path.glob("attention_step*"))
 
 
+@pytest.mark.slow
 def test_cue_conflict_targets_side_by_side_and_a_vit_classifier(compose_in, tmp_path):
     """Shape vs texture evidence in one figure (a ResNet), and Grad-CAM of a ViT classifier
     through the token reshape (default layer: the last block's norm1; extra token dropped)."""
@@ -327,6 +330,7 @@ def test_cue_conflict_targets_side_by_side_and_a_vit_classifier(compose_in, tmp_
     assert maps.shape == (3, 1, 64, 64) and maps.max() > 0
 
 
+@pytest.mark.slow
 def test_image_folder_with_a_parallel_mask_folder(compose_in, tmp_path):
     """Masks follow the images through resize + center crop; without masks the score is omitted."""
     from PIL import Image

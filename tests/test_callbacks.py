@@ -89,6 +89,7 @@ def test_callbacks_work_in_any_lightning_training(tmp_path, caplog):
         assert col in metrics.columns and metrics[col].notna().any(), col
 
 
+@pytest.mark.slow
 def test_drawing_failure_does_not_break_training(tmp_path, monkeypatch, caplog):
     from selfsup_vis.data.transforms import pipeline_for_model
     from selfsup_vis.models import build_model, model_pipeline

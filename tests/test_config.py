@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import hydra
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from selfsup_vis.config import conf_dir
-from selfsup_vis.config.validate import check_overrides
+from selfsup_vis.config.validate import config_error_message
 from tests.conftest import compose_cfg
 
 CONF = conf_dir()
@@ -23,23 +20,20 @@ def options(group: str) -> list[str]:
 ROOTS = {"image_folder": "/data/folder", "imagenet": "/data/imagenet", "cue_conflict": "/data/cc"}
 
 
+@pytest.mark.slow
 def test_every_option_of_every_group_composes_and_resolves():
     """Each option of each group once (the groups are independent), with every logger at once;
     the job config resolves (what config_resolved.yaml writes)."""
-    GlobalHydra.instance().clear()
     runs = [[f"{group}={opt}"] + ([f"dataset.root={ROOTS[opt]}"] if opt in ROOTS else [])
             for group in ("task", "model", "dataset", "trainer", "logger", "callbacks") for opt in options(group)]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for overrides in runs:
-            cfg = compose("config", [*overrides, "logger=many"] if "logger=" not in overrides[0] else overrides,
-                          return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)
-            job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-            resolved = OmegaConf.to_container(job, resolve=True, throw_on_missing=False)
-            assert resolved["task"]["_target_"].startswith("selfsup_vis.tasks."), overrides
-    GlobalHydra.instance().clear()
+    for overrides in runs:
+        cfg = compose_cfg([*overrides, "logger=many"] if "logger=" not in overrides[0] else overrides)
+        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        resolved = OmegaConf.to_container(job, resolve=True, throw_on_missing=False)
+        assert resolved["task"]["_target_"].startswith("selfsup_vis.tasks."), overrides
 
 
+@pytest.mark.slow
 def test_datasets_and_loggers_instantiate(tmp_path):
     for logger in options("logger"):
         cfg = compose_cfg([f"logger={logger}"], tmp_path)
@@ -99,12 +93,39 @@ def test_sweep_subdir_is_short_and_flat():
     assert subdir.startswith("3_") and "/" not in subdir and len(subdir) == 10
 
 
-def test_misspelt_key_names_the_valid_keys():
-    message = check_overrides(str(CONF), "config", ["task=browse", "task.n_sampels=3"])
+def _config_error(overrides: list[str]) -> str:
+    with pytest.raises(Exception) as info:
+        compose_cfg(overrides)
+    return config_error_message(info.value)
+
+
+def test_misspelt_key_names_the_valid_keys_of_the_composed_config():
+    """The valid keys come from the node Hydra composed (Hydra's error carries it): those of
+    the task chosen, also when the task is switched in the same command."""
+    message = _config_error(["task=browse", "task.n_sampels=3"])
     assert "Did you mean task.n_samples?" in message and "skip_type" in message
-    assert check_overrides(str(CONF), "config", ["task.n_samples=3"]) is None
-    msg = check_overrides(str(CONF), "config", ["dataset=image_folder", "dataset.skip_corupt=true"])
-    assert "dataset.skip_corrupt" in msg
+    message = _config_error(["task=tsne", "task.perplexty=5"])
+    assert "Did you mean task.perplexity?" in message and "skip_type" not in message
+    assert "dataset.skip_corrupt" in _config_error(["dataset=image_folder", "dataset.skip_corupt=true"])
+    assert "Did you mean model?" in _config_error(["modle=mae_tiny"])  # a misspelt group is a root key
+    assert "Valid keys of task:" in _config_error(["task.foo.bar=1"])  # the first missing level
+    assert "Did you mean hydra.job.chdir?" in _config_error(["hydra.job.chdri=true"])
+    compose_cfg(["task.n_samples=3"])
+
+
+def test_unknown_option_lists_the_choices_and_a_close_one():
+    message = _config_error(["model=mae_tny"])
+    assert "Could not find 'model/mae_tny'" in message and "mocov2_tiny" in message
+    assert message.endswith("Did you mean model=mae_tiny?") and "Config search path" not in message
+
+
+def test_config_constants_agree_with_timm():
+    """The config layer writes timm's ImageNet statistics as literals (it must not import timm)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from selfsup_vis.config.model import IMAGENET_MEAN, IMAGENET_STD
+
+    assert IMAGENET_MEAN == list(IMAGENET_DEFAULT_MEAN) and IMAGENET_STD == list(IMAGENET_DEFAULT_STD)
 
 
 def _error_chain(overrides: list[str]) -> str:

@@ -49,6 +49,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 # --- backends -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sklearn", "opentsne", "pca"])
 def test_backend_shape_finite_and_seeded(backend, data):
     x = data[0][:150]
@@ -63,6 +64,7 @@ def test_backend_shape_finite_and_seeded(backend, data):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_opentsne_large_path_seeded():
     """Above 1000 points the default annoy + FFT path is used; it must be seeded too."""
     pytest.importorskip("openTSNE")
@@ -82,6 +84,7 @@ def test_umap_backend(data):
     assert y.shape == (100, 2) and np.isfinite(y).all()
 
 
+@pytest.mark.slow
 def test_sklearn_uses_mmselfsup_settings(data):
     x, _ = data
     res = compute_embedding(x[:100], EmbedParams(backend="sklearn", n_iter=250))

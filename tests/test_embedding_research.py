@@ -41,6 +41,7 @@ def _norm_nuisance(n: int = 600, k: int = 6, dim: int = 32, seed: int = 0):
     return (x * scale).astype(np.float32), labels
 
 
+@pytest.mark.slow
 def test_cosine_recovers_clusters_under_norm_nuisance_euclidean_does_not():
     x, y = _norm_nuisance()
     out = {}
@@ -162,6 +163,7 @@ def test_thumbnail_layout_one_per_cell():
     assert len(picked) < 12 * 12 and len(grid_pick(coords, 12, max_n=10)) == 10
 
 
+@pytest.mark.slow
 def test_thumbnails_render_at_n2000_and_change_the_png():
     rng = np.random.default_rng(0)
     n = 2000
@@ -239,6 +241,7 @@ def _train_mae(out, steps: int):
     return out / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 def test_compare_embeddings_two_checkpoints_end_to_end(tmp_path, monkeypatch):
     from selfsup_vis.tasks.common import run_task
     from tests.conftest import compose_cfg

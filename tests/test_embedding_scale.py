@@ -122,6 +122,7 @@ def test_standardize_in_chunks_equals_in_memory(blobs):
     np.testing.assert_allclose(space(x.copy()), to_metric_space(x, "cosine", True), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_large_path_quality_matches_in_memory_path(blobs):
     """Same algorithm (PCA → Annoy kNN → perplexity P → FFT t-SNE) with float32 chunks; the
     coordinates differ in round-off only, which t-SNE amplifies, so the test compares quality:
@@ -139,6 +140,7 @@ def test_large_path_quality_matches_in_memory_path(blobs):
         assert abs(qa[key] - qb[key]) <= 0.01, (key, qa[key], qb[key])
 
 
+@pytest.mark.slow
 def test_large_path_reads_feature_shards_and_pca_sample(tmp_path, blobs):
     x, y = blobs
     _write_shards(tmp_path / "f", x, [700, 800])
@@ -218,6 +220,7 @@ def test_density_image_mixes_class_colours():
 # --- task.features end to end -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_task_features_end_to_end_with_csv_labels(tmp_path, compose_in, blobs):
     x, y = blobs[0][:900], blobs[1][:900]
     _write_shards(tmp_path / "feats", x, [400, 500])
@@ -270,6 +273,7 @@ def mixture6k() -> tuple[np.ndarray, np.ndarray]:
     return make_clustered_features(6000, dim=128, n_classes=20, seed=0)
 
 
+@pytest.mark.slow
 def test_sample_and_place_against_the_full_large_path(mixture6k):
     """N = 6000, embed_sample = 2000: a third of the points is optimised, two thirds placed.
     Tolerance against optimising all 6000 on the same path (measured: trust 0.9892 → 0.9818,
@@ -373,6 +377,7 @@ def test_embed_sample_is_checked_at_compose_time(compose_in):
         compose_in(["task=tsne", "task.embed_sample=many"])
 
 
+@pytest.mark.slow
 def test_task_features_records_and_shows_placement(tmp_path, compose_in, mixture6k, caplog):
     import matplotlib
 

@@ -47,6 +47,7 @@ def _setup(model_cfg):
     return dm, np.arange(n)
 
 
+@pytest.mark.slow
 def test_stopped_extraction_resumes_from_its_completed_chunks(tmp_path):
     cfg = compose_cfg(["model=mocov2_tiny"])
     model = build_model(cfg.model).eval()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image
@@ -51,6 +52,7 @@ def test_failed_browse_leaves_a_failed_summary_listing_partial_figures(tmp_path)
     assert "incomplete" in s["note"] and s["traceback"]
 
 
+@pytest.mark.slow
 def test_cli_runtime_error_is_one_line_exit_1_traceback_on_request(tmp_path):
     data = _folder_with_bad_image(tmp_path / "data")
     args = [*BROWSE, f"dataset.root={data}", "logger=none"]
@@ -86,6 +88,7 @@ def _fit_with_health(model, cfg, tmp_path, steps: int) -> FeatureHealth:
     return health
 
 
+@pytest.mark.slow
 def test_tiny_mae_is_not_a_false_alarm_but_a_collapsed_one_warns(tmp_path, caplog):
     torch.manual_seed(0)
     cfg = compose_cfg(["model=mae_tiny", "dataset.batch_size=8", "dataset.val_samples_per_class=4"], tmp_path)

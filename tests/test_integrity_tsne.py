@@ -63,6 +63,7 @@ def test_images_overwritten_in_place_are_extracted_again(compose_in, tmp_path):
     assert second["feature_cache"] != first["feature_cache"]
 
 
+@pytest.mark.slow
 def test_random_init_seed_is_part_of_the_key(compose_in, tmp_path):
     data = ["dataset.num_classes=2", "dataset.val_samples_per_class=4", "dataset.image_size=32"]
     a = _tsne(compose_in, tmp_path, *data, "seed=0")
@@ -102,6 +103,7 @@ def test_skip_corrupt_drops_unreadable_files_and_lists_them(compose_in, tmp_path
     assert "dog/broken.png" not in (tmp_path / "paths.txt").read_text()
 
 
+@pytest.mark.slow
 def test_non_utf8_file_names_run_in_tsne_and_browse(compose_in, tmp_path):
     root = _folder(tmp_path / "data")
     odd = os.path.join(os.fsencode(root / "cat"), b"caf\xe9.png")

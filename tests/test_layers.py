@@ -57,6 +57,7 @@ def test_final_norm_blocks_through_the_constructor():
     torch.testing.assert_close(normed.extract_features(x, [last])[last], plain.extract_features(x, ["norm"])["norm"])
 
 
+@pytest.mark.slow
 def test_tsne_pooling_mean_gives_mean_features(compose_in, tmp_path):
     torch.manual_seed(0)
     ref = build_model(compose_cfg(["model=mae_tiny"]).model).eval()

@@ -125,7 +125,14 @@ def test_tasks_and_callbacks_do_not_import_each_other():
     assert bad == []
 
 
+#: function-level imports of our own modules that are deliberate (the edge still counts above)
+DEFERRED = {
+    # the job runner loads torch, Lightning and timm: --help, --cfg and config errors must not
+    "selfsup_vis.__main__ -> selfsup_vis.tasks.common",
+}
+
+
 def test_no_function_level_imports_of_our_own_modules():
     """Deferred imports are for heavy optional dependencies only; one of ours hides an edge."""
     hidden = [f"{m} -> {t}" for m, imps in _graph().items() for t, nested in imps if nested]
-    assert hidden == []
+    assert sorted(set(hidden) - DEFERRED) == []

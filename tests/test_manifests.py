@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from selfsup_vis.config import conf_dir, register_configs
+from selfsup_vis.config import compose
 from selfsup_vis.models import build_model
 from selfsup_vis.models.mmconfig import model_config_from_mm
 
@@ -70,24 +68,15 @@ def _check(model, manifest: dict) -> None:
     assert len(report.converted) + len(report.verified) + len(report.ignored) == len(manifest["state_dict"])
 
 
-@pytest.fixture(scope="module")
-def hydra_conf():
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
-
-
 def test_every_manifest_has_a_config() -> None:
     names = {p.stem for p in MANIFESTS}
     assert names <= set(CONFIG_FOR), f"manifests without a model= config: {sorted(names - set(CONFIG_FOR))}"
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.stem)
-def test_manifest_loads_into_model_config(path: Path, hydra_conf) -> None:
+def test_manifest_loads_into_model_config(path: Path) -> None:
     manifest = json.loads(path.read_text())
-    cfg = compose("config", overrides=CONFIG_FOR[path.stem])
+    cfg = compose(CONFIG_FOR[path.stem])
     _check(build_model(cfg.model, load=False, device="meta"), manifest)
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from selfsup_vis.config import conf_dir, register_configs
+from selfsup_vis.config import compose
 from selfsup_vis.models import MaskedReconstruction, build_model
 
 TINY = ["mae_tiny", "simmim_tiny", "maskfeat_tiny", "mocov2_tiny", "classifier_tiny"]
@@ -17,15 +15,11 @@ PANELS = {"original", "masked", "reconstruction", "reconstruction_visible"}
 
 @pytest.fixture(scope="module")
 def models() -> dict:
-    register_configs()
-    GlobalHydra.instance().clear()
     out = {}
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        for name in TINY:
-            cfg = compose("config", overrides=[f"model={name}"])
-            torch.manual_seed(0)
-            out[name] = (cfg.model, build_model(cfg.model).eval())
-    GlobalHydra.instance().clear()
+    for name in TINY:
+        cfg = compose([f"model={name}"])
+        torch.manual_seed(0)
+        out[name] = (cfg.model, build_model(cfg.model).eval())
     return out
 
 
@@ -145,12 +139,7 @@ def test_classifier_logits(models) -> None:
 
 
 def test_timm_classifier_by_name() -> None:
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=["model=timm", "model.name=resnet18", "model.img_size=32",
-                                           "model.num_classes=7"])
-    GlobalHydra.instance().clear()
+    cfg = compose(["model=timm", "model.name=resnet18", "model.img_size=32", "model.num_classes=7"])
     m = build_model(cfg.model).eval()
     assert m.model.default_cfg["architecture"] == "resnet18"
     assert m(torch.randn(1, 3, 32, 32)).shape == (1, 7)

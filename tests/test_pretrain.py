@@ -81,6 +81,7 @@ def test_resume_checkpoint_of_another_model_is_refused(tmp_path):
         check_resume_checkpoint(tmp_path / "weights.pth", mae)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["simmim_tiny", "maskfeat_tiny", "mocov2_tiny"])
 def test_pretrain_other_algorithms(model, compose_in, tmp_path):
     from selfsup_vis.tasks.common import run_task
@@ -95,6 +96,7 @@ def test_pretrain_other_algorithms(model, compose_in, tmp_path):
     assert bool(list((tmp_path / "reconstructions").glob("*.png"))) == has_recon
 
 
+@pytest.mark.slow
 def test_tiny_mae_learns(tmp_path):
     """A few dozen steps: the training loss and the masked-patch error of fixed images drop."""
     torch.manual_seed(0)

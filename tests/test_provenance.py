@@ -126,6 +126,7 @@ def test_checkpoint_weights_name_file_and_hash(tmp_path):
 
 
 # ------------------------------------------------------------------------------ item 2: random parts
+@pytest.mark.slow
 def test_checkpoint_without_neck_refused_for_neck_layer(tmp_path):
     ckpt = _crafted_checkpoint(tmp_path, "mocov2_tiny", "neck.")
     out = tmp_path / "refused"
@@ -149,6 +150,7 @@ def test_checkpoint_without_neck_refused_for_neck_layer(tmp_path):
     assert _png_provenance(flagged / "tsne_neck.png").startswith("RANDOM PARTS: neck.")
 
 
+@pytest.mark.slow
 def test_mae_checkpoint_without_decoder_refused_for_reconstruct(tmp_path):
     ckpt = _crafted_checkpoint(tmp_path, "mae_tiny", "decoder.")
     with pytest.raises(RandomPartsError, match=r"no weights for decoder\. .*task=reconstruct"):

@@ -108,6 +108,7 @@ def _check_outputs(out: Path, n: int, kind: str) -> dict:
     return s
 
 
+@pytest.mark.slow
 def test_reconstruct_mae_files_converted_and_seeded(tmp_path, tiny_models):
     files = _write_inputs(tmp_path / "in")
     out = tmp_path / "mae"
@@ -126,6 +127,7 @@ def test_reconstruct_mae_files_converted_and_seeded(tmp_path, tiny_models):
     assert s["images"][0]["mask_ratio"] == 0.75
 
 
+@pytest.mark.slow
 def test_reconstruct_simmim_dataset_default_and_nonnormpix_mae(tmp_path):
     out = tmp_path / "simmim"
     assert_ok(run_main(["task=reconstruct", "model=simmim_tiny", "task.max_images=3", f"hydra.run.dir={out}"],
@@ -140,6 +142,7 @@ def test_reconstruct_simmim_dataset_default_and_nonnormpix_mae(tmp_path):
     assert not s["norm_pix"] and all(r["mask_ratio"] == 0.5 for r in s["images"])
 
 
+@pytest.mark.slow
 def test_reconstruct_maskfeat_given_mask_and_hog_row(tmp_path):
     mask = np.zeros((2, 8, 8), dtype=np.int64)
     mask[0, :4] = 1

@@ -154,6 +154,7 @@ def tsne_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "run"
 
 
+@pytest.mark.slow
 def test_report_html_is_self_contained(tsne_run: Path):
     html = (tsne_run / "report.html").read_text()
     assert 0.5e6 < len(html) < 20e6
@@ -226,6 +227,7 @@ def test_tsne_report_in_chromium(tsne_run: Path, tmp_path: Path):
         chrome.close()
 
 
+@pytest.mark.slow
 def test_loggers_hold_the_config_and_the_headline_numbers(tsne_run: Path):
     summary = json.loads((tsne_run / "summary.json").read_text())
     headline = headline_metrics(summary)
@@ -249,6 +251,7 @@ def test_loggers_hold_the_config_and_the_headline_numbers(tsne_run: Path):
     assert set(metrics) >= set(headline) | {"run/succeeded"}
 
 
+@pytest.mark.slow
 def test_atlas_parquet_columns_and_types(tsne_run: Path):
     table = pq.read_table(tsne_run / "atlas.parquet")
     schema = table.schema
@@ -287,6 +290,7 @@ def pd_read(path: Path):
     return pd.read_parquet(path)
 
 
+@pytest.mark.slow
 def test_report_size_budget_links_figures_instead(tsne_run: Path, tmp_path: Path):
     small = tmp_path / "run"
     shutil.copytree(tsne_run, small, ignore=shutil.ignore_patterns("wandb", "tensorboard", "csv", "cache"))

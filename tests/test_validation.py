@@ -37,6 +37,7 @@ def test_bad_value_is_refused_naming_key_and_value(overrides, message):
         validate(compose_cfg(overrides))
 
 
+@pytest.mark.slow
 def test_defaults_of_every_task_are_valid():
     for task in ("browse", "tsne", "reconstruct", "pretrain", "shape_bias", "plot_shape_bias"):
         for model in ("mae_tiny", "mocov2_tiny", "simmim_tiny", "maskfeat_tiny", "mae", "simmim"):

@@ -1,4 +1,9 @@
-"""Typed config schemas; ``register_configs()`` puts them all into Hydra's ConfigStore."""
+"""Typed config schemas; ``register_configs()`` puts them all into Hydra's ConfigStore (done
+once on import, as Hydra apps store their schemas) and ``compose(overrides)`` composes the
+config outside the CLI (tests, scripts).
+
+Everything imported here is torch-free: ``python -m selfsup_vis --help``, ``--cfg job`` and a
+misspelt key compose the config without loading torch, Lightning or timm."""
 
 from __future__ import annotations
 
@@ -13,14 +18,16 @@ from selfsup_vis.config import (
     shape_bias,
     tasks_train,
 )
+from selfsup_vis.config.compose import compose, share_config_store
 from selfsup_vis.config.paths import conf_dir
 from selfsup_vis.config.resolvers import register_resolvers
 
-__all__ = ["conf_dir", "register_configs"]
+__all__ = ["compose", "conf_dir", "register_configs"]
 
 
 def register_configs() -> None:
     """The ``sv.*`` resolvers, then each module's schemas (one module per concern)."""
+    share_config_store()
     register_resolvers()
     schemas.register()
     model.register_model_schemas()
@@ -31,3 +38,6 @@ def register_configs() -> None:
     report.register_report_schemas()
     compare.register_compare_schemas()
     dense.register_dense_schemas()
+
+
+register_configs()

@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from selfsup_vis.config.paths import conf_dir
+from selfsup_vis.config.compose import compose
 from selfsup_vis.config.schemas import EmbeddingConfig, Pooling, SubsetConfig
 
 
@@ -74,13 +72,9 @@ def compose_model_config(option: str, overrides: Sequence[str] = ()) -> DictConf
     """The ``model`` node Hydra composes for ``model=<option> model.<o> ...``: inside a running
     app with its own search path, in tests and scripts from the package's ``conf/``. An unknown
     option is Hydra's error listing the available ones."""
-    args = [f"model={option}", *(o if o.startswith("model.") else f"model.{o}" for o in overrides)]
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose(config_name="config", overrides=args)
-    else:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=args)
-    return cfg.model
+    return compose([f"model={option}",
+                    *(o if o.startswith("model.") else f"model.{o}" for o in overrides)],
+                   activate=False).model
 
 
 def register_compare_schemas() -> None:

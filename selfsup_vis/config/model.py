@@ -19,9 +19,8 @@ from hydra.core.config_store import ConfigStore
 
 from selfsup_vis.config.schemas import Pipeline, Pooling
 
-# timm.data.IMAGENET_DEFAULT_MEAN / _STD, written out so that the config layer needs no torch
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]  # timm.data.IMAGENET_DEFAULT_MEAN (literal: the config
+IMAGENET_STD = [0.229, 0.224, 0.225]  # layer stays torch-free; a test checks they agree)
 
 
 # ------------------------------------------------------------------- optimizer and schedule

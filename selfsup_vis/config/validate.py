@@ -1,9 +1,13 @@
-"""Config errors before any work: a misspelt key names the valid keys (and a close match),
-and bad values are refused by one validation step (``validate``) whose rules live in the
-schema fields' metadata.
+"""Config errors before any work, in words a user can act on.
 
-Hydra already refuses a key missing from the typed schema; ``check_overrides`` runs first and
-says which keys *are* valid, e.g. ``task.n_sampels`` → ``did you mean task.n_samples?``.
+- Keys and options: Hydra composes the config (with every config group it searches: the package's,
+  ``--config-dir`` and ``hydra.searchpath``) and refuses a key missing from the typed schema or an
+  option missing from a group; :func:`config_error_message` turns its exception into a message
+  that names the valid keys of that level of the *composed* config and a close match, e.g.
+  ``task.n_sampels`` → ``Did you mean task.n_samples?``, or the group's options.
+- Values: one validation step (:func:`validate`) whose rules live in the schema fields' metadata.
+
+Torch-free, like the whole config layer: ``--help`` and a misspelt key never load torch.
 """
 
 from __future__ import annotations
@@ -14,60 +18,66 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import MissingConfigException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-_KEY_OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w-]*(?:\.[\w-]+)+)=")
-_GROUP_CHOICE = re.compile(r"^(?P<group>[A-Za-z_][\w/-]*)=(?P<value>[^,\[\]{}]*)$")
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 
-def unknown_key_message(cfg: DictConfig, key: str) -> str | None:
-    """None if ``key`` exists in ``cfg``; else a message listing the valid keys at that level."""
-    parts = key.split(".")
-    node = cfg
-    for i, part in enumerate(parts):
-        if not isinstance(node, DictConfig):
-            return None  # below a leaf or a list: leave it to Hydra
-        if part not in node.keys():  # ("in" is False for a ??? value)
-            parent = ".".join(parts[:i]) or "<root>"
-            valid = sorted(str(k) for k in node.keys())
-            close = difflib.get_close_matches(part, valid, n=1)
-            hint = f" Did you mean {'.'.join(parts[:i] + close)}?" if close else ""
-            return (
-                f"Unknown config key '{key}'.{hint}\nValid keys of {parent}: {', '.join(valid)}\n"
-                f"(use +{key}=... to add a new key on purpose)"
-            )
-        node = node._get_node(part) if OmegaConf.is_config(node) else None
-        if OmegaConf.is_config(node) is False:
-            return None
-    return None
+# ---------------------------------------------------------------------------------------------
+# Keys and options: Hydra's composition error, explained from the config it composed
+# ---------------------------------------------------------------------------------------------
+def unknown_key_message(parent: DictConfig, full_key: str, typed: str | None = None) -> str:
+    """``full_key`` is missing from ``parent`` (the composed node one level up): the valid keys
+    of that level and a close match. ``typed`` is the override's key as written (it may go
+    deeper than the first missing level, e.g. ``task.foo.bar`` when ``task.foo`` is missing)."""
+    typed = typed or full_key
+    *path, missing = full_key.split(".")
+    where = ".".join(path) or "<root>"
+    valid = sorted(str(k) for k in parent.keys())
+    close = difflib.get_close_matches(missing, valid, n=1)
+    hint = f" Did you mean {'.'.join([*path, close[0]])}?" if close else ""
+    return (
+        f"Unknown config key '{typed}'.{hint}\nValid keys of {where}: {', '.join(valid)}\n"
+        f"(use +{typed}=... to add a new key on purpose)"
+    )
 
 
-def check_overrides(conf_dir: str, config_name: str, overrides: list[str]) -> str | None:
-    """Compose with the group choices among ``overrides`` and check every ``a.b=v`` key."""
-    keys = [m["key"] for o in overrides if (m := _KEY_OVERRIDE.match(o)) and not o.startswith("hydra.")]
-    if not keys:
-        return None
-    choices = [
-        o
-        for o in overrides
-        if (_GROUP_CHOICE.match(o) and "." not in o.split("=", 1)[0]) or o.startswith("hydra.searchpath=")
-    ]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose(config_name, overrides=choices)
-    except Exception:
-        return None  # Hydra will report the composition problem itself
-    finally:
-        GlobalHydra.instance().clear()
-    for key in keys:
-        message = unknown_key_message(cfg, key)
-        if message:
-            return message
-    return None
+def composition_message(err: BaseException) -> str:
+    """Hydra / OmegaConf's composition error in a few lines: what, key and value."""
+    lines = [ln.strip() for ln in str(err).split("Config search path:")[0].splitlines() if ln.strip()]
+    cause = err.__cause__
+    if cause is not None:
+        lines += [ln.strip() for ln in str(cause).splitlines()
+                  if ln.strip() and not ln.strip().startswith(("object_type", "reference_type"))]
+    return "\n  ".join(dict.fromkeys(lines)) or type(err).__name__
+
+
+_COULD_NOT_OVERRIDE = re.compile(r"Could not override '(?P<key>[^']+)'")
+
+
+def config_error_message(err: BaseException) -> str:
+    """The message for a config error raised while Hydra composed the config.
+
+    A misspelt key: Hydra's cause (an OmegaConf key error) carries the composed node where the
+    key is missing, so the valid keys are those of the config actually composed, whatever
+    ``+experiment=``, ``--config-dir`` or ``hydra.searchpath`` put there. An unknown option:
+    Hydra's own list of the group's options (from every searched directory) and a close match.
+    Anything else: Hydra's lines without the search-path dump."""
+    if isinstance(err, ConfigError):
+        return str(err)
+    cause, typed = err.__cause__, _COULD_NOT_OVERRIDE.match(str(err))
+    parent = getattr(cause, "parent_node", None)
+    if (typed and isinstance(cause, ConfigAttributeError | ConfigKeyError)
+            and isinstance(parent, DictConfig) and getattr(cause, "full_key", None)):
+        return unknown_key_message(parent, str(cause.full_key), typed["key"])
+    message = composition_message(err)
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, option = str(err.missing_cfg_file).rpartition("/")
+        close = difflib.get_close_matches(option, [str(o) for o in err.options], n=1)
+        if close and group:
+            message += f"\n  Did you mean {group}={close[0]}?"
+    return message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,57 +170,25 @@ def validate(cfg: DictConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Before Hydra starts a single run: compose + validate, so that config errors exit with 2
+# A single run: the values are refused before Hydra makes the run directory
 # ---------------------------------------------------------------------------------------------
-_FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir",
-                     "--info", "-i", "--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+class ConfigRefused(BaseException):
+    """A single run's config broke a value rule (``error``). A BaseException because Hydra
+    turns an Exception raised in a callback into a warning; ``python -m selfsup_vis`` reports it
+    and exits with 2."""
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
-def job_overrides(args: list[str]) -> list[str]:
-    """The job's ``key=value`` overrides among command-line ``args`` (no flags, no hydra.*)."""
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            if "=" not in a:  # the flag's value (--info's is optional)
-                continue
-        if a in _FLAGS_WITH_VALUE:
-            skip = True
-            continue
-        if a.startswith("-") or a.lstrip("+~").startswith("hydra"):
-            continue
-        out.append(a)
-    return out
+class ValidateOnRunStart(Callback):
+    """Hydra callback (``hydra.callbacks.validate``): validates the config Hydra composed for a
+    single run before the run directory exists, so a bad value leaves nothing behind. Each job
+    of a sweep validates its own values when it starts (``run_task``)."""
 
-
-def composition_message(err: BaseException) -> str:
-    """Hydra / OmegaConf's composition error in a few lines: what, key and value."""
-    lines = [ln.strip() for ln in str(err).split("Config search path:")[0].splitlines() if ln.strip()]
-    cause = err.__cause__
-    if cause is not None:
-        lines += [ln.strip() for ln in str(cause).splitlines()
-                  if ln.strip() and not ln.strip().startswith(("object_type", "reference_type"))]
-    return "\n  ".join(dict.fromkeys(lines)) or type(err).__name__
-
-
-def preflight(conf_dir: str, config_name: str, args: list[str]) -> str | None:
-    """A message for a config error in ``args`` (unknown key, bad value, failed composition),
-    or None. Sweeps (``-m``) are checked key by key only: each job validates its own values."""
-    overrides = job_overrides(args)
-    message = check_overrides(conf_dir, config_name, overrides)
-    if message or any(a in ("-m", "--multirun") for a in args):
-        return message
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides)
-        validate(cfg)
-    except ConfigError as err:
-        return str(err)
-    except Exception as err:
-        if type(err).__module__.startswith(("hydra", "omegaconf")):
-            return composition_message(err)
-        return None  # anything else: let the run report it
-    finally:
-        GlobalHydra.instance().clear()
-    return None
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            validate(config)
+        except ConfigError as err:
+            raise ConfigRefused(err) from None

@@ -18,11 +18,9 @@ import hydra
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from selfsup_vis.config import conf_dir
+from selfsup_vis.config import compose
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES
 from selfsup_vis.data.datamodule import SyntheticDataModule
 from selfsup_vis.data.transforms import pipeline_for_model
@@ -61,10 +59,7 @@ def _is_classifier(model_cfg: Any) -> bool:
 
 def _compose_model(name: str) -> DictConfig:
     """The model config ``conf/model/<name>.yaml`` composed like ``model=<name>``."""
-    if GlobalHydra.instance().is_initialized():
-        return compose("config", overrides=[f"model={name}"]).model
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=[f"model={name}"]).model
+    return compose([f"model={name}"], activate=False).model
 
 
 def _num_outputs(model: torch.nn.Module, img_size: int) -> int:
