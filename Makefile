@@ -29,7 +29,7 @@ test-quick: setup lint
 	$(BIN)/python -m pytest -m "$(QUICK)"
 
 demo: setup
-	DEMO_DIR=$(DEMO_DIR) PY=$(BIN)/python bash scripts/demo.sh
+	DEMO_DIR=$(DEMO_DIR) $(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf outputs multirun $(DEMO_DIR) .pytest_cache
