@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_outputs
 QUICK ?= not slow and not slurm and not ddp and not browser
+# one xdist worker per core: the quick tests do not wait on Slurm/DDP jobs, and every worker
+# pays ~15 s of CPU importing torch & co. to collect the tests
+QUICK_WORKERS ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu)
 
 .PHONY: setup test test-quick lint demo bench clean
 
@@ -26,7 +29,7 @@ test: setup lint
 	$(BIN)/python -m pytest
 
 test-quick: setup lint
-	$(BIN)/python -m pytest -m "$(QUICK)"
+	$(BIN)/python -m pytest -m "$(QUICK)" -n $(QUICK_WORKERS)
 
 demo: setup
 	DEMO_DIR=$(DEMO_DIR) $(BIN)/python scripts/demo.py
