@@ -13,6 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from selfsup_vis.config.model_modern import modern_schemas
 from selfsup_vis.config.schemas import Pipeline, Pooling
 
 IMAGENET_MEAN = list(IMAGENET_DEFAULT_MEAN)
@@ -201,7 +202,8 @@ class TimmClassifierConfig(ModelConfig):
 
 
 MODEL_SCHEMAS = {"mae": MAEConfig, "simmim": SimMIMConfig, "maskfeat": MaskFeatConfig,
-                 "mocov2": MoCoV2Config, "mmcls": MMClassifierConfig, "timm": TimmClassifierConfig}
+                 "mocov2": MoCoV2Config, "mmcls": MMClassifierConfig, "timm": TimmClassifierConfig,
+                 **modern_schemas(ModelConfig)}  # released SSL ViTs (config/model_modern.py)
 
 
 def schema_defaults(target: str) -> dict[str, Any]:

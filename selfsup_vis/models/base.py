@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
 IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
-TOKEN_POOLINGS = tuple(p.value for p in Pooling)
+TOKEN_POOLINGS = tuple(p.value for p in Pooling if p.value != "reg")  # reg: register models only
 #: a constructor argument left to the model's schema (config/model.py), the one source of defaults
 FROM_SCHEMA: Any = "<schema default>"
 #: constructor arguments that are factories, not hyper-parameters (kept out of checkpoints)
