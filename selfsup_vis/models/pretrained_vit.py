@@ -159,7 +159,8 @@ class PretrainedViT(SSLModule):
                 img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
                 num_heads=num_heads, mlp_ratio=((2 * hidden if swiglu else hidden) + 0.5) / embed_dim,
                 qkv_bias=qkv_bias, init_values=layerscale, class_token=class_token,
-                global_pool="token" if class_token else "avg", num_classes=0, norm_layer=norm,
+                global_pool="token" if class_token else "avg", fc_norm=False, num_classes=0,
+                norm_layer=norm,
                 mlp_layer=SwiGLUPacked if swiglu else Mlp, dynamic_img_size=True,
                 act_layer=nn.SiLU if swiglu else nn.GELU)  # the Block passes act_layer to the MLP
             self.register_tokens = (nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim))
