@@ -62,12 +62,7 @@ def modern_schemas(base: type) -> dict[str, type]:
         """An MMSelfSup / mmpretrain ResNet-50 SSL checkpoint as a backbone (SimCLR, BYOL,
         SimSiam, SwAV, DenseCL, Barlow Twins, MoCo v1/v2): neck and head are reported ignored."""
 
-        _target_: str = "selfsup_vis.models.classifier.MMClassifier"
-        backbone: str = "resnet"
-        arch: dict[str, Any] = field(default_factory=lambda: {"depth": 50})
-        neck: str = "gap"
-        head: str = "none"
-        hidden_dim: int | None = None
-        num_classes: int = 0
+        _target_: str = "selfsup_vis.models.mmselfsup_r50.MMSelfSupResNet"
+        depth: int = 50
 
     return {"pretrained_vit": PretrainedViTConfig, "mmselfsup_r50": MMSelfSupR50Config}
