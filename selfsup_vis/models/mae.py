@@ -12,6 +12,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from selfsup_vis.checkpoints import rules
+from selfsup_vis.checkpoints.formats.mae_official import refuse_without_decoder
 from selfsup_vis.checkpoints.keymap import KeyMap
 from selfsup_vis.data.masks import RandomMaskGenerator
 from selfsup_vis.models.backbones import (
@@ -169,7 +170,10 @@ class MAE(ViTEncoderFeatures, SSLModule):
                     ) -> dict[str, torch.Tensor]:
         """Prediction, the mask used (B, h, w; 1 = masked), the target and the four panels.
 
-        A given ``mask`` (B, L) or (B, h, w) must mask the same number of patches in every image."""
+        A given ``mask`` (B, L) or (B, h, w) must mask the same number of patches in every image.
+        An encoder-only checkpoint (official ``mae_pretrain_vit_*.pth``) is refused unless the
+        model was built with ``allow_random_parts`` (then the decoder is random and flagged)."""
+        refuse_without_decoder(self)
         B = images.shape[0]
         len_keep = None
         if mask is not None:

@@ -5,8 +5,11 @@ through :data:`MAE_DECODER_RULES`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from selfsup_vis.checkpoints.formats.base import CheckpointFormat, Section
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.checkpoints.provenance import RandomPartsError
 
 ENCODER = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight")
 
@@ -45,3 +48,18 @@ def official_mae_full() -> KeyMap:
 
 
 FORMATS = (MAE_FULL, MAE_ENCODER)
+
+
+def refuse_without_decoder(model: Any) -> None:
+    """Raise when ``model`` (an MAE) got its encoder but no decoder from its checkpoint, unless
+    it was built with ``allow_random_parts`` (the reconstruction is then flagged random)."""
+    report = getattr(model, "load_report", None)
+    if report is None or getattr(model, "allow_random_parts", False):
+        return
+    missing = [k for k in report.missing if k.startswith("decoder.")]
+    if missing:
+        raise RandomPartsError(
+            f"checkpoint {report.source}: this checkpoint has no decoder ({len(missing)} decoder "
+            f"tensors missing; an encoder-only MAE such as mae_pretrain_vit_*.pth), so it cannot "
+            f"reconstruct. Use mae_visualize_vit_*.pth or mae_pretrain_vit_*_full.pth, or pass "
+            f"model.allow_random_parts=true to run with a random decoder (flagged RANDOM PARTS).")
