@@ -20,7 +20,14 @@ MODEL_TYPES = {"dinov2": "dinov2", "dinov2_with_registers": "dinov2", "dinov3_vi
                "vit_mae": "mae"}
 
 
+class WeightsNotHereError(CheckpointError, ValueError):
+    """Weights that are neither local nor in the Hugging Face cache (raised at construction,
+    so it is a ValueError too: the model's own message reaches the user unwrapped)."""
+
+
 def hf_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
     try:
         from huggingface_hub import constants
 
@@ -31,7 +38,7 @@ def hf_cache_dir() -> Path:
 
 
 def offline_error(what: str) -> CheckpointError:
-    return CheckpointError(
+    return WeightsNotHereError(
         f"{what}: the weights are not on this machine and selfsup_vis does not download them here. "
         f"Looked in the Hugging Face cache {hf_cache_dir()} (HF_HUB_CACHE / HF_HOME; "
         f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download them where there "
