@@ -27,13 +27,13 @@ from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from selfsup_vis.models.vit_attention import explicit_attention_probs
 from selfsup_vis.checkpoints.formats import family_keymaps, load_pretrained
 from selfsup_vis.checkpoints.formats.hf import arch_from_hf, offline_error
 from selfsup_vis.checkpoints.keymap import KeyMap
 from selfsup_vis.checkpoints.loading import LoadReport
 from selfsup_vis.config.model_modern import FAMILY_DEFAULTS
 from selfsup_vis.models.base import NOT_HPARAMS, SSLModule
+from selfsup_vis.models.vit_attention import explicit_attention_probs
 
 log = logging.getLogger(__name__)
 
