@@ -84,6 +84,13 @@ def build(name: str, **overrides: Any):
 def mae_kwargs(name: str) -> dict[str, Any]:
     """models/mae.py MAE constructor arguments from an official MAE fixture config."""
     c = meta(name)["config"]
+    if "hidden_size" in c:  # Hugging Face ViTMAEConfig
+        return {"name": name, "img_size": c["image_size"], "patch_size": c["patch_size"],
+                "embed_dim": c["hidden_size"], "depth": c["num_hidden_layers"],
+                "num_heads": c["num_attention_heads"], "decoder_embed_dim": c["decoder_hidden_size"],
+                "decoder_depth": c["decoder_num_hidden_layers"],
+                "decoder_num_heads": c["decoder_num_attention_heads"], "norm_pix": c["norm_pix_loss"],
+                "mask_ratio": c["mask_ratio"]}
     return {"name": name, "img_size": c["img_size"], "patch_size": c["patch_size"],
             "embed_dim": c["embed_dim"], "depth": c["depth"], "num_heads": c["num_heads"],
             "decoder_embed_dim": c["decoder_embed_dim"], "decoder_depth": c["decoder_depth"],

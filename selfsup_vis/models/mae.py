@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,7 +13,9 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from selfsup_vis.checkpoints import rules
+from selfsup_vis.checkpoints.formats.hf import load_hf_mae
 from selfsup_vis.checkpoints.formats.mae_official import refuse_without_decoder
+from selfsup_vis.checkpoints.loading import LoadReport
 from selfsup_vis.checkpoints.keymap import KeyMap
 from selfsup_vis.data.masks import RandomMaskGenerator
 from selfsup_vis.models.backbones import (
@@ -202,5 +205,13 @@ class MAE(ViTEncoderFeatures, SSLModule):
         }
 
     # -------------------------------------------------------------------------- weights
+    def load_weights(self, checkpoint: str | Any | None = None, strict: bool | None = None) -> LoadReport:
+        """Also a Hugging Face ViTMAEForPreTraining save_pretrained folder (formats/hf.py)."""
+        checkpoint = checkpoint if checkpoint is not None else self.checkpoint
+        if isinstance(checkpoint, str | Path) and Path(checkpoint).is_dir():
+            self.load_report = load_hf_mae(self, checkpoint, self.strict if strict is None else strict)
+            return self.load_report
+        return super().load_weights(checkpoint, strict)
+
     def key_maps(self) -> list[KeyMap]:
         return [rules.mm_mae(), rules.official_mae(), rules.identity()]

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from selfsup_vis.checkpoints.formats.base import CheckpointFormat, Section, merge_qkv
-from selfsup_vis.checkpoints.loading import CheckpointError
+from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.checkpoints.loading import CheckpointError, LoadReport, convert_state_dict
 
 MODEL_TYPES = {"dinov2": "dinov2", "dinov2_with_registers": "dinov2", "dinov3_vit": "dinov3",
                "vit_mae": "mae"}
@@ -227,3 +228,37 @@ HF_VITMAE = CheckpointFormat(
 )
 
 FORMATS = (HF_DINOV2, HF_DINOV3, HF_VITMAE)
+
+
+def vitmae_full_keymap() -> KeyMap:
+    """Encoder + decoder of a Hugging Face ViTMAEForPreTraining folder onto models/mae.py's MAE."""
+    return KeyMap("Hugging Face ViTMAEForPreTraining", _VITMAE_ENCODER + VITMAE_DECODER)
+
+
+def load_hf_mae(model: Any, folder: str | os.PathLike, strict: bool = True) -> LoadReport:
+    """A ViTMAEForPreTraining save_pretrained folder into the MAE LightningModule (encoder and
+    decoder; q / k / v merged into timm's qkv). NB transformers' ViTMAE LayerNorm eps is
+    ``config.layer_norm_eps`` (1e-12 on the Hub) where the official MAE and our MAE use 1e-6:
+    a difference of ~4e-6 on the outputs, noted in the report."""
+    path = resolve_hf(folder)
+    cfg = read_hf_config(path)
+    if cfg.get("model_type") != "vit_mae":
+        raise CheckpointError(f"{path}: model_type {cfg.get('model_type')!r} is not a ViTMAE; "
+                              f"the MAE model loads vit_mae folders (use model=hf for DINOv2/DINOv3)")
+    state = read_hf_state(path)
+    for prefix in ("vit.encoder.layer.", "decoder.decoder_layers."):
+        state = merge_qkv(prefix, "attention.attention.query", "attention.attention.key",
+                          "attention.attention.value", "attention.attention.qkv")(state, model, [])
+    report = LoadReport(source=str(path), layout=HF_VITMAE.name,
+                        container="Hugging Face folder (model_type 'vit_mae'); encoder + decoder")
+    converted = convert_state_dict(state, vitmae_full_keymap(), model, report)
+    eps = float(cfg.get("layer_norm_eps", 1e-12))
+    if eps != 1e-6:
+        report.warnings.append(f"config.json layer_norm_eps={eps:g}; this MAE uses 1e-6 as the official "
+                               f"code does (outputs differ from transformers' by ~1e-5 at most)")
+    errors = report.errors(getattr(model, "required_prefixes", ("",)))
+    if errors and strict:
+        raise CheckpointError(f"{path} does not fit {type(model).__name__}:\n  " + "\n  ".join(errors))
+    report.warnings += errors
+    model.load_state_dict(converted, strict=False)
+    return report
