@@ -34,8 +34,9 @@ def model_overrides(name: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name", ["dinov2_reg", "dinov3"])
-@pytest.mark.parametrize("pooling", ["cls", "mean", "reg", "cls+mean"])
+@pytest.mark.parametrize(("name", "pooling"), [
+    *((n, p) for n in ("dinov2_reg", "dinov3") for p in ("cls", "mean", "reg", "cls+mean")),
+    ("mae_visualize", "cls"), ("mae_visualize", "mean")])
 def test_tsne_poolings(compose_in, tmp_path, name, pooling):
     cfg = compose_in(["task=tsne", *model_overrides(name), f"task.pooling={pooling}",
                       "task.max_samples_per_class=4", *QUIET])
@@ -64,7 +65,7 @@ def test_poolings_never_mix_prefix_tokens_into_patches(name):
     assert torch.allclose(feats["norm.cls+mean"], torch.cat([t.cls, t.patches.mean(1)], 1))
 
 
-@pytest.mark.parametrize("name", ["dinov2_reg", "dinov3"])
+@pytest.mark.parametrize("name", ["dinov2_reg", "dinov3", "mae_visualize"])
 @pytest.mark.parametrize("method", ["cls_attention", "rollout"])
 def test_attention_task(compose_in, tmp_path, name, method):
     cfg = compose_in(["task=attention", *model_overrides(name), f"task.method={method}",
@@ -74,7 +75,7 @@ def test_attention_task(compose_in, tmp_path, name, method):
     entry = next(iter(saved["results"].values()))
     maps = np.load(entry["maps"])
     assert maps.shape[0] == 2 and np.isfinite(maps).all()
-    heads = vit_kwargs(name)["num_heads"]
+    heads = (mae_kwargs if name.startswith("mae") else vit_kwargs)(name)["num_heads"]
     assert entry["panels"] == ([f"head{i}" for i in range(heads)] + ["mean"] if method == "cls_attention"
                                else ["rollout"])
 

@@ -64,5 +64,7 @@ def modern_schemas(base: type) -> dict[str, type]:
 
         _target_: str = "selfsup_vis.models.mmselfsup_r50.MMSelfSupResNet"
         depth: int = 50
+        stem_channels: int = 64
+        base_channels: int = 64
 
     return {"pretrained_vit": PretrainedViTConfig, "mmselfsup_r50": MMSelfSupR50Config}

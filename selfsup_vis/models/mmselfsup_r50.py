@@ -40,10 +40,11 @@ class MMSelfSupResNet(SSLModule):
 
     required_prefixes = ("backbone.",)
 
-    def __init__(self, img_size: int = 224, depth: int = 50, pipeline: str = "eval", **common: Any) -> None:
+    def __init__(self, img_size: int = 224, depth: int = 50, stem_channels: int = 64,
+                 base_channels: int = 64, pipeline: str = "eval", **common: Any) -> None:
         super().__init__(img_size=img_size, pipeline=pipeline, **common)
         self.save_hyperparameters(ignore=NOT_HPARAMS)
-        self.backbone = build_resnet(depth)
+        self.backbone = build_resnet(depth, stem_channels, base_channels)
         self.configure_features()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
