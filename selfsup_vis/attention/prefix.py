@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from torch import nn
 
 
@@ -70,11 +71,15 @@ def head_overlay_figure(image: np.ndarray, masks: np.ndarray, title: str, proven
     for k in range(heads):
         m = masks[k].astype(bool)
         over[m] = 0.5 * over[m] + 0.5 * colours[k]
-    fig = Figure(figsize=(4, 4.4))
+    h, w = image.shape[:2]
+    fig = Figure(figsize=(4.0, 4.0 * h / w + 0.9))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(over.clip(0, 1))
     ax.set_axis_off()
     ax.set_title(title, fontsize=8)
+    handles = [Patch(color=colours[k], label=f"head {k}") for k in range(heads)]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=min(heads, 6),
+              fontsize=6, frameon=False)
     if provenance:
         fig.text(0.01, 0.01, provenance, fontsize=5, va="bottom")
     return fig

@@ -15,8 +15,8 @@ from torch import nn
 from selfsup_vis.checkpoints import rules
 from selfsup_vis.checkpoints.formats.hf import load_hf_mae
 from selfsup_vis.checkpoints.formats.mae_official import refuse_without_decoder
-from selfsup_vis.checkpoints.loading import LoadReport
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.checkpoints.loading import LoadReport
 from selfsup_vis.data.masks import RandomMaskGenerator
 from selfsup_vis.models.backbones import (
     build_vit,
