@@ -81,6 +81,11 @@ def build(name: str, **overrides: Any):
     return model.eval()
 
 
+def hf_config(name: str) -> dict[str, Any]:
+    """The config.json of a Hugging Face fixture folder (the fixture JSON omits some keys)."""
+    return json.loads((checkpoint_path(name) / "config.json").read_text())
+
+
 def mae_kwargs(name: str) -> dict[str, Any]:
     """models/mae.py MAE constructor arguments from an official MAE fixture config."""
     c = meta(name)["config"]
@@ -90,7 +95,7 @@ def mae_kwargs(name: str) -> dict[str, Any]:
                 "num_heads": c["num_attention_heads"], "decoder_embed_dim": c["decoder_hidden_size"],
                 "decoder_depth": c["decoder_num_hidden_layers"],
                 "decoder_num_heads": c["decoder_num_attention_heads"], "norm_pix": c["norm_pix_loss"],
-                "mask_ratio": c["mask_ratio"], "norm_eps": c.get("layer_norm_eps", 1e-12)}
+                "mask_ratio": c["mask_ratio"], "norm_eps": float(hf_config(name)["layer_norm_eps"])}
     return {"name": name, "img_size": c["img_size"], "patch_size": c["patch_size"],
             "embed_dim": c["embed_dim"], "depth": c["depth"], "num_heads": c["num_heads"],
             "decoder_embed_dim": c["decoder_embed_dim"], "decoder_depth": c["decoder_depth"],

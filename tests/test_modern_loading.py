@@ -9,6 +9,7 @@ from functools import cache
 import pytest
 import torch
 
+from selfsup_vis.checkpoints.loading import CheckpointError
 from selfsup_vis.models.backbones import sincos_pos_embed
 from selfsup_vis.models.mae import MAE, patchify, unpatchify
 from selfsup_vis.models.pretrained_vit import interpolate_pos_embed
@@ -17,6 +18,7 @@ from tests.modern_helpers import (
     TOL,
     build,
     checkpoint_path,
+    hf_config,
     io,
     mae_kwargs,
     max_err,
@@ -195,3 +197,18 @@ def test_output_matches_reference(name: str, key: str) -> None:
 def test_mae_encoder_as_features_equals_official(name: str) -> None:
     """The official MAE encoder loaded as a PretrainedViT (family mae) gives latent_nomask."""
     assert max_err(computed(name)["vit.latent_nomask"], io(name)["outputs"]["latent_nomask"]) <= TOL
+
+
+def test_hf_vitmae_layer_norm_eps_is_the_folders() -> None:
+    """transformers' ViTMAE uses config.layer_norm_eps (1e-12): the MAE built with it matches
+    to ~1e-6 (with the official 1e-6 it was 5e-5 off), and a model built with another eps is
+    refused by the folder loader, naming model.norm_eps."""
+    name = "hf_vitmae"
+    eps = hf_config(name)["layer_norm_eps"]
+    assert mae_kwargs(name)["norm_eps"] == eps == 1e-12
+    assert max_err(computed(name)["encoder.last_hidden_state"],
+                   io(name)["outputs"]["encoder.last_hidden_state"]) <= 5e-6
+    other = MAE(**{**mae_kwargs(name), "norm_eps": 1e-6})
+    assert all(m.eps == 1e-6 for m in other.modules() if isinstance(m, torch.nn.LayerNorm))
+    with pytest.raises(CheckpointError, match=r"layer_norm_eps=1e-12.*model\.norm_eps=1e-12"):
+        other.load_weights(str(checkpoint_path(name)))
