@@ -80,6 +80,31 @@ def test_attention_task(compose_in, tmp_path, name, method):
                                else ["rollout"])
 
 
+def test_attention_task_dino_head_threshold(compose_in, tmp_path):
+    """task.head_threshold=0.6: per image the DINO figure; each saved head mask is the smallest
+    set of patches holding 60 % of that head's CLS attention (of the saved grid maps); refused
+    with another method."""
+    cfg = compose_in(["task=attention", *model_overrides("dinov2_reg"), "task.head_threshold=0.6",
+                      "task.max_images=2", "task.batch_size=2", "task.max_figures=1", *QUIET])
+    run_task(cfg)
+    entry = next(iter(json.loads((tmp_path / "summary.json").read_text())["results"].values()))
+    ht = entry["head_threshold"]
+    masks, grid = np.load(ht["masks"]), np.load(entry["maps"].replace(".npy", "_grid.npy"))[:, :-1]
+    assert masks.shape == grid.shape and masks.dtype == bool and len(ht["figures"]) == 1
+    g = grid.reshape(*grid.shape[:2], -1)
+    g = g / g.sum(-1, keepdims=True)
+    m = masks.reshape(g.shape)
+    kept = (g * m).sum(-1)
+    assert (kept >= 0.6 - 1e-5).all()  # at least 60 % of the mass ...
+    smallest_in = np.where(m, g, np.inf).min(-1)
+    assert (kept - smallest_in < 0.6 + 1e-5).all()  # ... and no patch could be dropped
+    assert set(ht["area_fraction"]) == {f"head{k}" for k in range(grid.shape[1])}
+    bad = compose_in(["task=attention", *model_overrides("dinov2_reg"), "task.method=rollout",
+                      "task.head_threshold=0.6", *QUIET])
+    with pytest.raises(ValueError, match="head_threshold.*cls_attention"):
+        run_task(bad)
+
+
 def test_reconstruct_official_mae(compose_in, tmp_path):
     cfg = compose_in(["task=reconstruct", *model_overrides("mae_visualize"), "task.max_images=2", *QUIET])
     run_task(cfg)

@@ -5,8 +5,8 @@ meanings (:data:`LAYER_MEANINGS`)."""
 from __future__ import annotations
 
 import re
-from functools import partial
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
