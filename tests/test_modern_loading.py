@@ -44,7 +44,7 @@ NOT_COVERED = {
 
 
 def _vit_outputs(name: str, model, tag: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    fam = model.family
+    fam = model.release
     out: dict[str, torch.Tensor] = {}
     last, _, probs, grid = model.run_blocks(x, attn_of=[model.depth - 1])
     final = model.split(model.encoder.norm(last), grid)
@@ -140,7 +140,7 @@ def computed(name: str) -> dict[str, torch.Tensor]:
                 "sincos_pos_embed_official": sincos_pos_embed(
                     c["embed_dim"], c["img_size"] // c["patch_size"], cls_token=False).float()}
     model = build(name)
-    if model.family == "mae":  # Hugging Face ViTMAE: the encoder without masking, then the MAE
+    if model.release == "mae":  # Hugging Face ViTMAE: the encoder without masking, then the MAE
         out = {"encoder_nomask.last_hidden_state": model.forward_features(ins["native"])}
         mae = MAE(**mae_kwargs(name)).eval()
         mae.load_weights(str(checkpoint_path(name)))

@@ -98,7 +98,7 @@ def test_manifest_maps_completely(name: str, tmp_path: Path) -> None:
             obj = {"__hf_config__": {"model_type": next(t for k, t in HF_TYPES.items() if name.startswith(k))},
                    **_meta_tensors(man["state_dict"])}
         fmt, sec = detect(obj)
-        assert fmt.family == model.family, (fmt.name, model.family)
+        assert fmt.family == model.release, (fmt.name, model.release)
         state, ignored = select(obj, fmt, sec)
         notes: list = []
         if fmt.prepare is not None:

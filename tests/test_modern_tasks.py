@@ -149,7 +149,7 @@ def test_load_report_names_format_part_and_ignored():
 def test_hf_folder_and_offline_hub_id(tmp_path, monkeypatch):
     cfg = compose_cfg(["model=hf", f"model.path={checkpoint_path('hf_dinov2_reg')}"])
     model = build_model(cfg.model)
-    assert model.family == "dinov2" and model.num_register_tokens == 4
+    assert model.release == "dinov2" and model.num_register_tokens == 4
     assert model.load_report.layout == "hf_dinov2"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -130,7 +130,7 @@ class PretrainedViT(SSLModule):
             raise ValueError(f"model.img_size={img_size} is not a multiple of model.patch_size={patch_size}")
         super().__init__(img_size=img_size, **common)
         self.save_hyperparameters(ignore=NOT_HPARAMS)
-        self.family = family
+        self.release = family
         self.patch_size = int(patch_size)
         self.embed_dim = int(embed_dim)
         self.num_heads = int(num_heads)
@@ -192,7 +192,7 @@ class PretrainedViT(SSLModule):
         x = x.reshape(b, h * w, c)
         if masks is not None:
             if self.mask_token is None:
-                raise ValueError(f"{self.family} model '{self.model_name}' has no mask_token")
+                raise ValueError(f"{self.release} model '{self.model_name}' has no mask_token")
             x = torch.where(masks.reshape(b, -1, 1).bool(), self.mask_token.to(x.dtype).unsqueeze(0), x)
         if self.rope:
             cls = enc.cls_token
@@ -317,7 +317,7 @@ class PretrainedViT(SSLModule):
 
     # ------------------------------------------------------------------------------ weights
     def key_maps(self) -> list[KeyMap]:
-        return family_keymaps(self.family, self)
+        return family_keymaps(self.release, self)
 
     def load_weights(self, checkpoint: str | Any | None = None, strict: bool | None = None) -> LoadReport:
         """Detect the checkpoint's format (refusing another family's), pick the right part

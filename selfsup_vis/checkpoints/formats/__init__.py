@@ -133,8 +133,8 @@ def select(obj: Any, fmt: CheckpointFormat, sec: Section) -> tuple[dict[str, tor
 def load_pretrained(model: nn.Module, checkpoint: str | os.PathLike | Mapping, strict: bool = True,
                     section: str = "auto", expected_family: str | None = None) -> LoadReport:
     """Detect, select, convert and load ``checkpoint`` into ``model`` (a PretrainedViT, or
-    anything with ``family`` and the matching parameter names)."""
-    family = expected_family or model.family
+    anything with ``release`` (its checkpoint family) and the matching parameter names)."""
+    family = expected_family or model.release
     if isinstance(checkpoint, Mapping):
         obj, what, source = checkpoint, "in-memory", "<in-memory>"
     else:
