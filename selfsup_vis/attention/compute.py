@@ -31,6 +31,7 @@ from selfsup_vis.attention.layers import (
     find_network,
     resolve_layer,
 )
+from selfsup_vis.attention.prefix import check_prefix_model, is_prefix_aware, prefix_attention
 from selfsup_vis.attention.vit import attention_probs, cls_attention, rollout
 from selfsup_vis.config.attention import AttentionMethod
 from selfsup_vis.models.base import SSLModule
@@ -92,7 +93,9 @@ def check_spec(model: nn.Module, spec: MapSpec) -> Network:
         raise ValueError(f"unknown attention method {spec.method!r}; valid: {', '.join(valid)}")
     net = find_network(model)
     name = getattr(model, "model_name", type(model).__name__)
-    if spec.method in ATTENTION_METHODS:
+    if spec.method in ATTENTION_METHODS and is_prefix_aware(model):  # registers / storage / RoPE
+        check_prefix_model(model, spec.block)
+    elif spec.method in ATTENTION_METHODS:
         if net.kind != "vit":
             usable = ", ".join(sorted(CLASS_AGNOSTIC) + (sorted(set(CAM_CLASSES) - CLASS_AGNOSTIC)
                                                          if is_classifier(model) else []))
@@ -121,19 +124,27 @@ def _attention(model: nn.Module, net: Network, images: torch.Tensor, spec: MapSp
                autocast: Callable[[], Any] | None) -> MapResult:
     grid = tuple(net.module.patch_embed.grid_size)
     depth = len(net.module.blocks)
+    n_prefix = net.num_prefix_tokens
     ctx = autocast() if autocast is not None else torch.autocast("cpu", enabled=False)
     if spec.method == "cls_attention":
         block = (spec.block if spec.block is not None else depth - 1) % depth
         with ctx:
-            probs = attention_probs(net, images, [block])[block]
-        heads = cls_attention(probs, net.num_prefix_tokens, grid)
+            if is_prefix_aware(model):
+                store, grid, n_prefix = prefix_attention(model, images, [block])
+                probs = store[block]
+            else:
+                probs = attention_probs(net, images, [block])[block]
+        heads = cls_attention(probs, n_prefix, grid)
         low = torch.cat([heads, heads.mean(1, keepdim=True)], 1)
         keys = [f"head{h}" for h in range(heads.shape[1])] + ["mean"]
         layer = f"block{block}"
     else:
         with ctx:
-            store = attention_probs(net, images)
-        low = rollout([store[i] for i in range(depth)], net.num_prefix_tokens, grid,
+            if is_prefix_aware(model):
+                store, grid, n_prefix = prefix_attention(model, images)
+            else:
+                store = attention_probs(net, images)
+        low = rollout([store[i] for i in range(depth)], n_prefix, grid,
                       spec.head_fusion, spec.discard_ratio).unsqueeze(1)
         keys = ["rollout"]
         layer = f"block0-{depth - 1} ({spec.head_fusion}, discard {spec.discard_ratio:g})"

@@ -49,6 +49,9 @@ class AttentionTaskConfig:
     # (same stem, any image extension; nonzero = object). null: no score unless the data has masks
     masks_root: str | None = None
     block: int | None = None  # cls_attention: the block (default: the last; negative counts back)
+    # cls_attention: also the DINO figure, each head's CLS attention thresholded to keep this
+    # fraction of its mass (DINO: 0.6), one colour per head; null: off
+    head_threshold: float | None = None
     head_fusion: HeadFusion = HeadFusion.mean  # rollout
     discard_ratio: float = 0.0  # rollout: drop this fraction of the lowest attention weights
     # CAM / class-agnostic layers, named like the model's layers (layer4, block3, stage2, norm)

@@ -109,6 +109,7 @@ class MAEConfig(ModelConfig):
     mask_ratio: float = field(default=0.75, metadata={"gt": 0, "lt": 1})
     norm_pix: bool = True
     drop_path_rate: float = 0.0
+    norm_eps: float = 1.0e-6  # LayerNorm eps: official / mmpretrain 1e-6, Hugging Face ViTMAE 1e-12
 
 
 @dataclass
@@ -208,6 +209,48 @@ class TimmClassifierConfig(ModelConfig):
     pretrained: bool = False  # True uses timm's own download / HF cache
     num_classes: int = 1000
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PretrainedViTConfig(ModelConfig):
+    """A released SSL ViT (DINO, DINOv2 [+registers], DINOv3, MoCo v3, I-JEPA, the MAE
+    encoder): sizes and the reference's token / interpolation behaviour; ``release`` picks the
+    reference (config/model_modern.py ``FAMILY_DEFAULTS`` lists what each one does)."""
+
+    family: ClassVar[str] = "pretrained_vit"
+    _target_: str = "selfsup_vis.models.pretrained_vit.PretrainedViT"
+    release: str = "dinov2"  # dino | dinov2 | dinov3 | mae | mocov3 | ijepa
+    patch_size: int = field(default=14, metadata={"min": 1, "divides": "img_size"})
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_hidden: int | None = None  # MLP / SwiGLU hidden width (None: 4 x embed_dim)
+    ffn_layer: str = "mlp"  # mlp | swiglu
+    num_register_tokens: int = 0  # DINOv2 registers / DINOv3 storage tokens
+    class_token: bool = True
+    layerscale: float | None = None
+    norm_eps: float = 1.0e-6
+    qkv_bias: bool = True
+    interpolate_offset: float = 0.0  # DINO / DINOv2: 0.1 (scale_factor), 0: size=
+    interpolate_antialias: bool = False  # DINOv2 register models: True
+    mask_token: bool = False
+    rope_base: float = 100.0
+    checkpoint_key: str = "auto"  # model_modern.CHECKPOINT_KEYS
+    path: str | None = None  # Hugging Face save_pretrained folder or cached Hub id
+    pretrained: bool = False  # no downloads: true without a checkpoint fails with a hint
+    hf_layout: bool = False  # DINOv3 from a Hugging Face folder (separate q/k/v)
+
+
+@dataclass
+class MMSelfSupR50Config(ModelConfig):
+    """An MMSelfSup / mmpretrain ResNet-50 SSL checkpoint as a backbone (SimCLR, BYOL,
+    SimSiam, SwAV, DenseCL, Barlow Twins, MoCo v1/v2): neck and head are reported ignored."""
+
+    family: ClassVar[str] = "mmselfsup_r50"
+    _target_: str = "selfsup_vis.models.mmselfsup_r50.MMSelfSupResNet"
+    depth: int = 50
+    stem_channels: int = 64
+    base_channels: int = 64
 
 
 def model_schemas() -> dict[str, type[ModelConfig]]:

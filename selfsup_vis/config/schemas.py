@@ -23,7 +23,8 @@ class Phase(StrEnum):
 #: pooling of token layers (ViT): the cls token, the mean of the patch tokens (``gap`` is the
 #: same, mmpretrain's name), or both concatenated; feature maps (CNN, Swin) only take ``gap``.
 #: (Functional API: ``cls+mean`` is a member name, so OmegaConf accepts it at compose time.)
-Pooling = StrEnum("Pooling", {"cls": "cls", "mean": "mean", "cls+mean": "cls+mean", "gap": "gap"})
+Pooling = StrEnum("Pooling", {"cls": "cls", "mean": "mean", "cls+mean": "cls+mean", "gap": "gap",
+                              "reg": "reg"})  # reg: mean of register / storage tokens
 
 
 class FigureFormat(StrEnum):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +31,10 @@ MM_VIT_ARCHS = {  # mmpretrain arch names -> (embed_dim, depth, heads, ffn)
 
 def build_vit(img_size: int = 224, patch_size: int = 16, embed_dim: int = 768, depth: int = 12,
               num_heads: int = 12, mlp_ratio: float = 4.0, out_type: str = "cls_token",
-              final_norm: bool = True, drop_path_rate: float = 0.0) -> VisionTransformer:
-    """mmpretrain VisionTransformer as timm: LN eps 1e-6, exact GELU, qkv bias, cls token.
+              final_norm: bool = True, drop_path_rate: float = 0.0,
+              norm_eps: float = 1e-6) -> VisionTransformer:
+    """mmpretrain VisionTransformer as timm: LN eps ``norm_eps`` (mmpretrain / official 1e-6;
+    Hugging Face ViTMAE 1e-12), exact GELU, qkv bias, cls token.
 
     ``out_type='avg_featmap'`` with ``final_norm=False`` is the MAE fine-tune layout (an
     ``ln2`` = timm ``fc_norm`` on the mean of the patch tokens)."""
@@ -41,11 +44,12 @@ def build_vit(img_size: int = 224, patch_size: int = 16, embed_dim: int = 768, d
     vit = VisionTransformer(
         img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
         num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, num_classes=0,
-        global_pool="avg" if avg else "token", drop_path_rate=drop_path_rate)
+        global_pool="avg" if avg else "token", drop_path_rate=drop_path_rate,
+        norm_layer=partial(nn.LayerNorm, eps=norm_eps))
     # mmpretrain: ln1 (final norm on all tokens) iff final_norm; ln2 (on the patch mean) iff
     # avg_featmap -- independently, which timm's constructor cannot express
-    vit.norm = nn.LayerNorm(embed_dim, eps=1e-6) if final_norm else nn.Identity()
-    vit.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if avg else nn.Identity()
+    vit.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else nn.Identity()
+    vit.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if avg else nn.Identity()
     return vit
 
 

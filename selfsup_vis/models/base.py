@@ -21,7 +21,7 @@ from selfsup_vis.models.optim import effective_batch_size, param_groups, run_len
 
 log = logging.getLogger(__name__)
 
-TOKEN_POOLINGS = tuple(p.value for p in Pooling)
+TOKEN_POOLINGS = tuple(p.value for p in Pooling if p.value != "reg")  # reg: register models only
 #: ``predict_layers=["all"]``: every layer of ``available_layers()`` (a caller cannot list them
 #: before the model is built, and must not reconfigure a model it did not build)
 ALL_LAYERS = "all"

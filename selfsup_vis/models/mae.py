@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,7 +13,10 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from selfsup_vis.checkpoints import rules
+from selfsup_vis.checkpoints.formats.hf import load_hf_mae
+from selfsup_vis.checkpoints.formats.mae_official import refuse_without_decoder
 from selfsup_vis.checkpoints.keymap import KeyMap
+from selfsup_vis.checkpoints.loading import LoadReport
 from selfsup_vis.config.defaults import takes_schema
 from selfsup_vis.config.model import MAEConfig
 from selfsup_vis.data.masks import RandomMaskGenerator
@@ -50,19 +54,20 @@ def patch_mask_to_pixels(mask: torch.Tensor, grid: int, p: int) -> torch.Tensor:
 
 class MAEDecoder(nn.Module):
     """mmpretrain ``MAEPretrainDecoder``: embed, mask tokens, unshuffle, fixed pos-embed,
-    transformer blocks (LN eps 1e-6), norm, per-patch pixel prediction."""
+    transformer blocks (LN eps ``norm_eps``), norm, per-patch pixel prediction."""
 
     def __init__(self, num_patches: int, patch_size: int, in_chans: int, embed_dim: int,
-                 decoder_embed_dim: int, depth: int, num_heads: int, mlp_ratio: float) -> None:
+                 decoder_embed_dim: int, depth: int, num_heads: int, mlp_ratio: float,
+                 norm_eps: float) -> None:
         super().__init__()
         self.embed = nn.Linear(embed_dim, decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         grid = int(round(num_patches**0.5))
         self.pos_embed = nn.Parameter(sincos_pos_embed(decoder_embed_dim, grid), requires_grad=False)
         self.blocks = nn.ModuleList(Block(decoder_embed_dim, num_heads, mlp_ratio, qkv_bias=True,
-                                          norm_layer=partial(nn.LayerNorm, eps=1e-6))
+                                          norm_layer=partial(nn.LayerNorm, eps=norm_eps))
                                     for _ in range(depth))
-        self.norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
+        self.norm = nn.LayerNorm(decoder_embed_dim, eps=norm_eps)
         self.pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans)
         nn.init.normal_(self.mask_token, std=0.02)
 
@@ -90,18 +95,19 @@ class MAE(ViTEncoderFeatures, MaskedImageModule):
     def __init__(self, *, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
                  mlp_ratio: float, decoder_embed_dim: int, decoder_depth: int, decoder_num_heads: int,
                  decoder_mlp_ratio: float, mask_ratio: float, norm_pix: bool, drop_path_rate: float,
-                 **common: Any) -> None:
+                 norm_eps: float, **common: Any) -> None:
         super().__init__(img_size=img_size, **common)
         self.save_hyperparameters(ignore=NOT_HPARAMS)
         self.patch_size, self.mask_ratio, self.norm_pix = patch_size, mask_ratio, norm_pix
+        self.norm_eps = float(norm_eps)
         self.encoder = build_vit(img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio,
-                                 drop_path_rate=drop_path_rate)
+                                 drop_path_rate=drop_path_rate, norm_eps=norm_eps)
         self.grid = img_size // patch_size
         with torch.no_grad():  # MAE uses a fixed sin-cos encoder pos-embed
             self.encoder.pos_embed.copy_(sincos_pos_embed(embed_dim, self.grid))
         self.encoder.pos_embed.requires_grad_(False)
         self.decoder = MAEDecoder(self.grid**2, patch_size, 3, embed_dim, decoder_embed_dim,
-                                  decoder_depth, decoder_num_heads, decoder_mlp_ratio)
+                                  decoder_depth, decoder_num_heads, decoder_mlp_ratio, norm_eps)
         self.num_prefix_tokens = 1
         self.token_layers = frozenset([*(f"block{i}" for i in range(depth)), "norm"])
         self.configure_features()
@@ -186,7 +192,10 @@ class MAE(ViTEncoderFeatures, MaskedImageModule):
         the image reconstructed from the prediction (de-normalised per patch with the image's
         own statistics under norm-pix) and the four panels.
 
-        A given ``mask`` (B, L) or (B, h, w) must mask the same number of patches in every image."""
+        A given ``mask`` (B, L) or (B, h, w) must mask the same number of patches in every image.
+        An encoder-only checkpoint (official ``mae_pretrain_vit_*.pth``) is refused unless the
+        model was built with ``allow_random_parts`` (then the decoder is random and flagged)."""
+        refuse_without_decoder(self)
         B = images.shape[0]
         len_keep = None
         if mask is not None:
@@ -215,5 +224,13 @@ class MAE(ViTEncoderFeatures, MaskedImageModule):
             panels=self.pixel_panels(images, rec, pix), arrays={"pred": pred, "target": target})
 
     # -------------------------------------------------------------------------- weights
+    def load_weights(self, checkpoint: str | Any | None = None, strict: bool | None = None) -> LoadReport:
+        """Also a Hugging Face ViTMAEForPreTraining save_pretrained folder (formats/hf.py)."""
+        checkpoint = checkpoint if checkpoint is not None else self.checkpoint
+        if isinstance(checkpoint, str | Path) and Path(checkpoint).is_dir():
+            self.load_report = load_hf_mae(self, checkpoint, self.strict if strict is None else strict)
+            return self.load_report
+        return super().load_weights(checkpoint, strict)
+
     def key_maps(self) -> list[KeyMap]:
         return [rules.mm_mae(), rules.official_mae(), rules.identity()]

@@ -19,6 +19,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib import colormaps
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -34,6 +35,7 @@ from selfsup_vis.attention.compute import (
 from selfsup_vis.attention.masks import find_mask, load_mask, to_input_geometry
 from selfsup_vis.attention.metric import PointingGame
 from selfsup_vis.attention.plots import grid_figure, image_figure
+from selfsup_vis.attention.prefix import head_overlay_figure, mass_threshold
 from selfsup_vis.checkpoints.provenance import model_provenance
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES, IMAGENET_INDICES, texture_of
 from selfsup_vis.data.image_files import expand_images, load_image_files, slug
@@ -125,6 +127,11 @@ def _check_task(t: DictConfig) -> None:
         raise ValueError(f"task.discard_ratio={t.discard_ratio}: must be in [0, 1)")
     if t.batch_size < 1 or t.max_images < 1:
         raise ValueError("task.batch_size and task.max_images must be >= 1")
+    if t.head_threshold is not None and not 0.0 < float(t.head_threshold) <= 1.0:
+        raise ValueError(f"task.head_threshold={t.head_threshold}: must be in (0, 1] (DINO: 0.6)")
+    if t.head_threshold is not None and str(t.method) != "cls_attention":
+        raise ValueError(f"task.head_threshold={t.head_threshold}: only with task.method=cls_attention "
+                         f"(per-head CLS attention), not {t.method}")
     if t.colormap not in colormaps:
         raise ValueError(f"task.colormap={t.colormap!r} is not a matplotlib colormap (e.g. inferno, viridis, magma)")
 
@@ -198,6 +205,26 @@ def _score(t: DictConfig, keys: list[str], maps: np.ndarray, masks: torch.Tensor
     return scores
 
 
+def _head_overlays(t: DictConfig, run: TaskRun, display: np.ndarray, grid_maps: np.ndarray,
+                   layer: str, names: list[str], base: str, title: str) -> dict[str, Any]:
+    """``task.head_threshold``: the DINO figure (facebookresearch/dino visualize_attention.py)
+    per image: each head's CLS attention on the patch grid thresholded to keep that fraction of
+    its mass, upsampled nearest to the image, one colour per head. The masks (N, heads, h, w) are
+    saved next to the maps; the summary gets the mean area each head keeps."""
+    keep = mass_threshold(torch.from_numpy(grid_maps[:, :-1]), float(t.head_threshold))  # no "mean"
+    up = F.interpolate(keep.float(), size=display.shape[1:3], mode="nearest").bool().numpy()
+    save_npy(run.dir / f"head_masks_{base}.npy", keep.numpy())
+    files = []
+    for i in range(min(len(names), t.max_figures)):
+        fig = head_overlay_figure(display[i], up[i], f"{title}\n{names[i]}: each head's top "
+                                                     f"{float(t.head_threshold):.0%} of attention mass")
+        name = f"attention/{base}/heads_{i:03d}_{slug(names[i])}"
+        files += run.figure(fig, name, name, provenance_layer=layer)
+    return {"keep_mass": float(t.head_threshold), "masks": str(run.dir / f"head_masks_{base}.npy"),
+            "figures": [str(f) for f in files],
+            "area_fraction": {f"head{k}": float(keep[:, k].float().mean()) for k in range(keep.shape[1])}}
+
+
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     _check_task(t)
@@ -248,6 +275,8 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
                                  "maps": str(out / f"maps_{base}.npy"), "grid": [str(f) for f in grid_files],
                                  "figures": [str(f) for f in files],
                                  "labels": {inp.names[i]: labels[i] for i in range(n)}}
+        if t.head_threshold is not None:  # cls_attention only (checked): the DINO per-head figure
+            entry["head_threshold"] = _head_overlays(t, run, display, grid_maps, res.layer, inp.names, base, title)
         if masks is not None:
             entry["pointing_game"] = _score(t, res.keys, maps, masks)
             entry["score"] = score = entry["pointing_game"][res.keys[res.scored]]
