@@ -96,6 +96,8 @@ def format_quality(quality: Mapping[str, object] | None) -> str:
         v = quality.get(key)
         if isinstance(v, int | float) and np.isfinite(v):
             parts.append(f"{label} {v:.3f}")
+    if quality.get("collapsed"):
+        parts.insert(0, "COLLAPSED FEATURES (all rows nearly identical)")
     return "  ".join(parts)
 
 
