@@ -4,7 +4,9 @@ Every run (a single run, or each job of a sweep, local or on Slurm) writes
 ``<job dir>/status.json`` from global rank 0; ``run_task`` writes it when the task starts and
 again when it ends. Format (one flat JSON object, also read by sweep summaries)::
 
-    {"status": "running" | "done" | "failed",
+    {"status": "running" | "done" | "failed" | "interrupted" | "cancelled" | "preempted"
+               | "killed (signal N)",                  # (the last written by the sweep launcher)
+     "signal": 15,                                     # only when a signal stopped it
      "error": null | "<first line of the error>",     # "ValueError: synthetic split 'x' unknown"
      "overrides": ["task=browse", "model=mae_tiny"],   # the job's own overrides (.hydra/overrides.yaml)
      "task": "browse",
@@ -76,16 +78,20 @@ def write_job_started(job_dir: Path, task: str) -> dict[str, Any]:
         job_num = hc.job.get("num") if hc.mode == RunMode.MULTIRUN else None
     record = {"status": "running", "error": None, "overrides": overrides, "task": task,
               "job_num": job_num, "slurm_job_id": slurm_job_id(),
-              "sweep_id": os.environ.get(SWEEP_ID_ENV), "started": _now(), "ended": None}
+              "sweep_id": os.environ.get(SWEEP_ID_ENV), "pid": os.getpid(), "started": _now(), "ended": None}
     job_dir.mkdir(parents=True, exist_ok=True)
     write_json(job_dir / STATUS_FILE, record)
     return record
 
 
 def write_job_ended(job_dir: Path, record: dict[str, Any], error: BaseException | None) -> None:
-    """``done`` or ``failed`` (with the error's first line); rank 0 only."""
-    record = {**record, "status": "failed" if error else "done",
-              "error": first_line(error) if error else None, "ended": _now()}
+    """``done``, ``failed`` (with the error's first line) or, for a run stopped by a signal
+    (:class:`~selfsup_vis.launch.signals.Interrupted`), its ``status`` (interrupted /
+    cancelled / preempted) with ``signal``; rank 0 only."""
+    status = "done" if error is None else getattr(error, "status", "failed")
+    record = {**record, "status": status, "error": first_line(error) if error else None, "ended": _now()}
+    if getattr(error, "signum", None) is not None:
+        record["signal"] = int(error.signum)
     try:
         write_json(job_dir / STATUS_FILE, record)
     except OSError as err:  # never hide the task's own outcome

@@ -1,0 +1,93 @@
+"""``hydra/launcher=local``: submitit's local launcher, but one job's death never takes its
+siblings with it, and the job is marked with the cause.
+
+hydra-submitit-launcher collects results in order (``[j.results()[0] for j in jobs]``): the
+first job that died (killed from outside, e.g. by the out-of-memory killer) raises at once,
+Hydra ends the command, and submitit kills the jobs still running when their handles are
+garbage-collected; both jobs' ``status.json`` stay ``running``. Here every job is waited for
+first; then a job that ended without a result is marked in its ``status.json``: ``killed``
+when its process vanished without a word (SIGKILL: out of memory, ``kill -9``), ``failed``
+with submitit's error otherwise. Hydra still gets the first error (the command exits
+non-zero) and the sweep's status table lists each job with its cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, filter_overrides
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _plugin
+from omegaconf import OmegaConf
+
+from selfsup_vis.launch.status import STATUS_FILE, SWEEP_ID_ENV, read_statuses
+from selfsup_vis.utils.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def mark_dead_job(sweep_dir: Path, job_num: int, error: BaseException) -> dict[str, Any]:
+    """Record in the job's ``status.json`` how a job that produced no result ended."""
+    records = [r for r in read_statuses(sweep_dir, os.environ.get(SWEEP_ID_ENV)) if r.get("job_num") == job_num]
+    record = dict(records[0]) if records else {"job_num": job_num, "overrides": [], "status": "running",
+                                               "dir": str(sweep_dir / str(job_num))}
+    job_dir = Path(record.pop("dir"))
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if record.get("status") == "running":  # the job itself never got to say anything
+        vanished = "has not produced any output" in str(error) or "UncompletedJobError" in type(error).__name__
+        record["status"] = "killed (signal 9)" if vanished else "failed"
+        record["error"] = ("the job process ended without a result or a status: killed from outside "
+                           "(SIGKILL: the out-of-memory killer, kill -9) or a hard crash; see its "
+                           f".submitit log ({text})" if vanished else f"{type(error).__name__}: {text}")
+        if vanished:
+            record["signal"] = 9
+        job_dir.mkdir(parents=True, exist_ok=True)
+        write_json(job_dir / STATUS_FILE, record)
+        log.error("sweep job #%s %s: %s", job_num, record["status"], record["error"])
+    return record
+
+
+class LocalLauncher(_plugin.LocalLauncher):
+    """submitit's local launcher that waits for every job before reporting any failure."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        assert self.config is not None and len(job_overrides) > 0
+        params = dict(self.params)
+        init_params = {"folder": params["submitit_folder"]}
+        if "max_num_timeout" in params:
+            init_params[f"{self._EXECUTOR}_max_num_timeout"] = params["max_num_timeout"]
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
+        baseparams = set(OmegaConf.structured(_plugin.BaseQueueConf).keys())
+        executor.update_parameters(**{
+            k if k in baseparams else f"{self._EXECUTOR}_{k}": v
+            for k, v in params.items() if k not in ("max_num_timeout", "submitit_folder")})
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, sweep_dir)
+        job_params = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
+                               Singleton.get_state()))
+        jobs = executor.map_array(self, *zip(*job_params))
+        for job in jobs:  # all of them, before any error is raised
+            job.wait()
+        results, first_error = [], None
+        for idx, job in enumerate(jobs, start=initial_job_idx):
+            try:
+                results.append(job.results()[0])
+            except Exception as err:  # noqa: BLE001 - recorded, then the first one is raised
+                mark_dead_job(sweep_dir, idx, err)
+                first_error = first_error or err
+        if first_error is not None:
+            raise first_error
+        return results
+
+
+__all__ = ["LocalLauncher", "mark_dead_job"]
