@@ -9,6 +9,10 @@ first; then a job that ended without a result is marked in its ``status.json``: 
 when its process vanished without a word (SIGKILL: out of memory, ``kill -9``), ``failed``
 with submitit's error otherwise. Hydra still gets the first error (the command exits
 non-zero) and the sweep's status table lists each job with its cause.
+
+Hydra instantiates launchers only from the ``hydra_plugins`` package, so this is not a launcher
+of its own: :func:`install` (called by the sweep's ``StatusTable`` callback when a sweep starts,
+before any job is launched) gives the plugin's ``LocalLauncher`` the ``launch`` below.
 """
 
 from __future__ import annotations
@@ -51,43 +55,48 @@ def mark_dead_job(sweep_dir: Path, job_num: int, error: BaseException) -> dict[s
     return record
 
 
-class LocalLauncher(_plugin.LocalLauncher):
-    """submitit's local launcher that waits for every job before reporting any failure."""
+def launch_waiting_for_all(self: _plugin.LocalLauncher, job_overrides: Sequence[Sequence[str]],
+                           initial_job_idx: int) -> Sequence[JobReturn]:
+    """hydra-submitit-launcher's ``launch``, but every job is waited for before any failure
+    is reported, and a job that died is marked (:func:`mark_dead_job`)."""
+    import submitit
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import submitit
-
-        assert self.config is not None and len(job_overrides) > 0
-        params = dict(self.params)
-        init_params = {"folder": params["submitit_folder"]}
-        if "max_num_timeout" in params:
-            init_params[f"{self._EXECUTOR}_max_num_timeout"] = params["max_num_timeout"]
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
-        baseparams = set(OmegaConf.structured(_plugin.BaseQueueConf).keys())
-        executor.update_parameters(**{
-            k if k in baseparams else f"{self._EXECUTOR}_{k}": v
-            for k, v in params.items() if k not in ("max_num_timeout", "submitit_folder")})
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, sweep_dir)
-        job_params = []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
-                               Singleton.get_state()))
-        jobs = executor.map_array(self, *zip(*job_params))
-        for job in jobs:  # all of them, before any error is raised
-            job.wait()
-        results, first_error = [], None
-        for idx, job in enumerate(jobs, start=initial_job_idx):
-            try:
-                results.append(job.results()[0])
-            except Exception as err:  # noqa: BLE001 - recorded, then the first one is raised
-                mark_dead_job(sweep_dir, idx, err)
-                first_error = first_error or err
-        if first_error is not None:
-            raise first_error
-        return results
+    assert self.config is not None and len(job_overrides) > 0
+    params = dict(self.params)
+    init_params = {"folder": params["submitit_folder"]}
+    if "max_num_timeout" in params:
+        init_params[f"{self._EXECUTOR}_max_num_timeout"] = params["max_num_timeout"]
+    executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
+    baseparams = set(OmegaConf.structured(_plugin.BaseQueueConf).keys())
+    executor.update_parameters(**{
+        k if k in baseparams else f"{self._EXECUTOR}_{k}": v
+        for k, v in params.items() if k not in ("max_num_timeout", "submitit_folder")})
+    sweep_dir = Path(str(self.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, sweep_dir)
+    job_params = []
+    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
+                           Singleton.get_state()))
+    jobs = executor.map_array(self, *zip(*job_params))
+    for job in jobs:  # all of them, before any error is raised
+        job.wait()
+    results, first_error = [], None
+    for idx, job in enumerate(jobs, start=initial_job_idx):
+        try:
+            results.append(job.results()[0])
+        except Exception as err:  # noqa: BLE001 - recorded, then the first one is raised
+            mark_dead_job(sweep_dir, idx, err)
+            first_error = first_error or err
+    if first_error is not None:
+        raise first_error
+    return results
 
 
-__all__ = ["LocalLauncher", "mark_dead_job"]
+def install() -> None:
+    """Make ``hydra/launcher=local`` wait for every job (idempotent)."""
+    _plugin.LocalLauncher.launch = launch_waiting_for_all  # type: ignore[method-assign]
+
+
+__all__ = ["install", "launch_waiting_for_all", "mark_dead_job"]

@@ -194,6 +194,9 @@ class StatusTable(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
             return
+        from selfsup_vis.launch.local_launcher import install  # (imports this module)
+
+        install()  # hydra/launcher=local: one job's death does not kill its siblings
         self._sweep_dir = Path(str(config.hydra.sweep.dir))
         self._sweep_id = uuid.uuid4().hex[:12]
         os.environ[SWEEP_ID_ENV] = self._sweep_id  # inherited by local and Slurm jobs
