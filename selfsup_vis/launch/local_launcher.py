@@ -28,7 +28,7 @@ from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _plugin
 from omegaconf import OmegaConf
 
-from selfsup_vis.launch.status import STATUS_FILE, SWEEP_ID_ENV, read_statuses
+from selfsup_vis.launch.records import STATUS_FILE, SWEEP_ID_ENV, read_statuses
 from selfsup_vis.utils.io import write_json
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,6 @@ submitting command still receives Hydra's result (and the sweep goes on).
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import shutil
@@ -43,13 +42,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from selfsup_vis.launch.local_launcher import install as install_local_launcher
+from selfsup_vis.launch.records import STATUS_FILE, SWEEP_ID_ENV, read_statuses
 from selfsup_vis.utils.exit_hooks import at_exit
 from selfsup_vis.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
-SWEEP_ID_ENV = "SELFSUP_VIS_SWEEP_ID"
 
 
 def _now() -> str:
@@ -136,21 +135,6 @@ def slurm_state(job_id: str) -> str | None:
     return None
 
 
-def read_statuses(sweep_dir: Path, sweep_id: str | None = None) -> list[dict[str, Any]]:
-    """Every job record under ``sweep_dir`` (of sweep ``sweep_id`` when given), by job number;
-    each gets ``dir`` (its job folder)."""
-    records = []
-    for path in sorted(Path(sweep_dir).rglob(STATUS_FILE)):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if sweep_id is not None and record.get("sweep_id") != sweep_id:
-            continue
-        records.append({**record, "dir": str(path.parent)})
-    return sorted(records, key=lambda r: (r.get("job_num") is None, r.get("job_num") or 0, r["dir"]))
-
-
 def outcome(record: dict[str, Any]) -> str:
     """done / failed / timed out / cancelled / running ... (Slurm asked for a job still 'running')."""
     status = record.get("status", "?")
@@ -194,9 +178,7 @@ class StatusTable(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
             return
-        from selfsup_vis.launch.local_launcher import install  # (imports this module)
-
-        install()  # hydra/launcher=local: one job's death does not kill its siblings
+        install_local_launcher()  # hydra/launcher=local: one job's death does not kill its siblings
         self._sweep_dir = Path(str(config.hydra.sweep.dir))
         self._sweep_id = uuid.uuid4().hex[:12]
         os.environ[SWEEP_ID_ENV] = self._sweep_id  # inherited by local and Slurm jobs

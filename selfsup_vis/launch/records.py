@@ -1,0 +1,29 @@
+"""Reading the per-job ``status.json`` records of a sweep (format: :mod:`selfsup_vis.launch.status`).
+
+Kept apart from ``status`` so that the sweep launcher (:mod:`selfsup_vis.launch.local_launcher`),
+which ``status``'s Hydra callback installs, can read them without an import cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+STATUS_FILE = "status.json"
+SWEEP_ID_ENV = "SELFSUP_VIS_SWEEP_ID"
+
+
+def read_statuses(sweep_dir: Path, sweep_id: str | None = None) -> list[dict[str, Any]]:
+    """Every job record under ``sweep_dir`` (of sweep ``sweep_id`` when given), by job number;
+    each gets ``dir`` (its job folder)."""
+    records = []
+    for path in sorted(Path(sweep_dir).rglob(STATUS_FILE)):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if sweep_id is not None and record.get("sweep_id") != sweep_id:
+            continue
+        records.append({**record, "dir": str(path.parent)})
+    return sorted(records, key=lambda r: (r.get("job_num") is None, r.get("job_num") or 0, r["dir"]))
