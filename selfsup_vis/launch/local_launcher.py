@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _plugin
 from omegaconf import OmegaConf
 
-from selfsup_vis.launch.records import STATUS_FILE, SWEEP_ID_ENV, read_statuses
+from selfsup_vis.launch.records import STATUS_FILE, SWEEP_ID_ENV, read_statuses, slurm_state
 from selfsup_vis.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ def launch_waiting_for_all(self: _plugin.LocalLauncher, job_overrides: Sequence[
         for k, v in params.items() if k not in ("max_num_timeout", "submitit_folder")})
     sweep_dir = Path(str(self.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    if "mode" in self.config.hydra.sweep:
+        os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
     log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, sweep_dir)
     job_params = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
@@ -80,11 +84,13 @@ def launch_waiting_for_all(self: _plugin.LocalLauncher, job_overrides: Sequence[
         job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
                            Singleton.get_state()))
     jobs = executor.map_array(self, *zip(*job_params))
-    for job in jobs:  # all of them, before any error is raised
-        job.wait()
+    wait_for_all(jobs, sweep_dir, initial_job_idx)  # all of them, before any error is raised
     results, first_error = [], None
     for idx, job in enumerate(jobs, start=initial_job_idx):
         try:
+            if not job.done() and not job.paths.result_pickle.exists():
+                raise RuntimeError(f"job {job.job_id} ended without a result (see its status.json and "
+                                   f"{job.paths.stderr})")
             results.append(job.results()[0])
         except Exception as err:  # noqa: BLE001 - recorded, then the first one is raised
             mark_dead_job(sweep_dir, idx, err)
@@ -94,9 +100,57 @@ def launch_waiting_for_all(self: _plugin.LocalLauncher, job_overrides: Sequence[
     return results
 
 
+#: Slurm states of a job that will not run again
+_ACTIVE = ("RUNNING", "PENDING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZING",
+           "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING")
+#: seconds a job's own final status.json is trusted before its result must have appeared
+GRACE_S = 60.0
+
+
+def _job_ended(job: Any, record: dict[str, Any] | None) -> bool:
+    """Whether a job is over: submitit knows (its result, or sacct), else Slurm's
+    ``scontrol`` says it is no longer active, else the job's own final ``status.json`` is
+    older than :data:`GRACE_S` (a cluster without ``sacct``: submitit alone would wait for ever)."""
+    if job.done():
+        return True
+    if type(job).__name__ == "SlurmJob" and shutil.which("scontrol"):
+        state = slurm_state(str(job.job_id))
+        if state and state.split()[0] not in _ACTIVE:
+            return True
+    if record and record.get("status") not in (None, "running") and record.get("ended"):
+        try:
+            ended = time.mktime(time.strptime(record["ended"], "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            return False
+        return time.time() - ended > GRACE_S
+    return False
+
+
+def wait_for_all(jobs: Sequence[Any], sweep_dir: Path, first_idx: int, poll_s: float = 2.0,
+                 timeout_s: float | None = None) -> None:
+    """Wait until every job has ended (:func:`_job_ended`), or ``timeout_s`` (default
+    ``$SELFSUP_VIS_SWEEP_WAIT_S``, else no limit while Slurm says a job is active)."""
+    if timeout_s is None and os.environ.get("SELFSUP_VIS_SWEEP_WAIT_S"):
+        timeout_s = float(os.environ["SELFSUP_VIS_SWEEP_WAIT_S"])
+    deadline = None if timeout_s is None else time.time() + timeout_s
+    pending = dict(enumerate(jobs, start=first_idx))
+    while pending:
+        records = {r.get("job_num"): r for r in read_statuses(sweep_dir, os.environ.get(SWEEP_ID_ENV))}
+        for idx in [i for i, job in pending.items() if _job_ended(job, records.get(i))]:
+            del pending[idx]
+        if not pending:
+            return
+        if deadline is not None and time.time() > deadline:
+            log.error("stopped waiting for sweep jobs %s after %.0f s (SELFSUP_VIS_SWEEP_WAIT_S)",
+                      sorted(pending), timeout_s)
+            return
+        time.sleep(poll_s)
+
+
 def install() -> None:
-    """Make ``hydra/launcher=local`` wait for every job (idempotent)."""
+    """Make ``hydra/launcher=local`` and ``=slurm`` wait for every job (idempotent)."""
     _plugin.LocalLauncher.launch = launch_waiting_for_all  # type: ignore[method-assign]
+    _plugin.SlurmLauncher.launch = launch_waiting_for_all  # type: ignore[method-assign]
 
 
 __all__ = ["install", "launch_waiting_for_all", "mark_dead_job"]

@@ -29,8 +29,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -43,7 +41,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from selfsup_vis.launch.local_launcher import install as install_local_launcher
-from selfsup_vis.launch.records import STATUS_FILE, SWEEP_ID_ENV, read_statuses
+from selfsup_vis.launch.records import STATUS_FILE, SWEEP_ID_ENV, read_statuses, slurm_state
 from selfsup_vis.utils.exit_hooks import at_exit
 from selfsup_vis.utils.io import write_json
 
@@ -116,24 +114,6 @@ def exit_nonzero_at_exit(code: int = 1) -> None:
 
 
 # ---------------------------------------------------------------- the table at the end of a sweep
-
-def slurm_state(job_id: str) -> str | None:
-    """The job's state from ``scontrol`` (or ``sacct``), None when Slurm does not know it."""
-    for cmd in (["scontrol", "show", "job", "-o", job_id],
-                ["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id]):
-        if not shutil.which(cmd[0]):
-            continue
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
-        except (OSError, subprocess.SubprocessError):
-            continue
-        for part in out.split():
-            if part.startswith("JobState="):
-                return part.split("=", 1)[1]
-        if cmd[0] == "sacct" and out.strip():
-            return out.split()[0]
-    return None
-
 
 def outcome(record: dict[str, Any]) -> str:
     """done / failed / timed out / cancelled / running ... (Slurm asked for a job still 'running')."""
