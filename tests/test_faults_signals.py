@@ -79,7 +79,7 @@ def test_local_sweep_job_killed_from_outside_leaves_its_sibling_alone(tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen(
         [sys.executable, "-m", "selfsup_vis", "-m", "hydra/launcher=local", *TINY_PRETRAIN[:-1],
-         "trainer.max_steps=150,100000", "logger=csv", f"hydra.sweep.dir={sweep}"],
+         "trainer.max_steps=60,100000", "logger=csv", f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def records() -> dict[str, dict]:
@@ -97,13 +97,13 @@ def test_local_sweep_job_killed_from_outside_leaves_its_sibling_alone(tmp_path):
                               for k, r in records().items()), proc, 400, "the long job to train")
         victim = next(r for k, r in records().items() if "100000" in k)
         os.kill(victim["pid"], signal.SIGKILL)  # what the out-of-memory killer does
-        out, _ = proc.communicate(timeout=400)
+        out, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
     jobs = records()
-    short = next(r for k, r in jobs.items() if "max_steps=150" in k)
+    short = next(r for k, r in jobs.items() if "max_steps=60" in k)
     killed = next(r for k, r in jobs.items() if "100000" in k)
     assert short["status"] == "done", (short, out[-3000:])  # the sibling finished its training
     assert killed["status"] == "killed (signal 9)" and "killed from outside" in killed["error"]
