@@ -3,6 +3,7 @@ the arrays behind the figures (shared by task=reconstruct and the Reconstruction
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,8 @@ def reconstruct_batch(model: Any, images: torch.Tensor, masks: torch.Tensor, nam
     model = masked_image_model(model)
     device = next(model.parameters()).device
     out = model.reconstruct(images.to(device), mask=masks.to(device))
+    if out.inputs is None and out.space == "pixels":  # the display needs the normalised input
+        out = dataclasses.replace(out, inputs=images.to(device))
     used = out.mask.reshape(masks.shape)
     if not torch.equal(used.long().cpu(), masks.long().cpu()):
         raise RuntimeError(f"{type(model).__name__}.reconstruct used another mask than the one given")
