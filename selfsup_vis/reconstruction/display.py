@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from selfsup_vis.models import MaskedReconstruction
+from selfsup_vis.models.mae import patchify, unpatchify
 
 DISPLAY_MODES = ("visible", "original", "normalized")
 #: normalized display: a target-space value v is shown as 0.5 + v / (2 * NORM_RANGE), clipped
@@ -90,24 +91,12 @@ def nearest_visible(mask: np.ndarray, k: int) -> np.ndarray:
     return vis[order]
 
 
-def _patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    from selfsup_vis.models.mae import patchify
-
-    return patchify(x, p)
-
-
-def _unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    from selfsup_vis.models.mae import unpatchify
-
-    return unpatchify(x, p)
-
-
 def patch_statistics(out: MaskedReconstruction, i: int, mode: str, k: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(L, 1) mean and std each patch of image ``i`` is de-normalised with: its own (``original``)
     or, for masked patches, those of its ``k`` nearest visible patches (``visible``)."""
     assert out.inputs is not None and out.norm_pix_eps is not None
-    raw = _patchify(out.inputs[i : i + 1].float(), out.patch_size)[0]  # (L, D)
+    raw = patchify(out.inputs[i : i + 1].float(), out.patch_size)[0]  # (L, D)
     mean, var = raw.mean(-1), raw.var(-1)
     if mode == "visible":
         mask = out.mask[i].cpu().numpy()
@@ -181,8 +170,8 @@ def display_image(out: MaskedReconstruction, i: int, rule: DisplayRule,
     orig = _hwc(out.original[i])
     if rule.mode == "normalized":
         if out.norm_pix_eps is not None:
-            tgt, prd = _unpatchify(out.target[i : i + 1].float(), out.patch_size), \
-                _unpatchify(out.pred[i : i + 1].float(), out.patch_size)
+            tgt, prd = unpatchify(out.target[i : i + 1].float(), out.patch_size), \
+                unpatchify(out.pred[i : i + 1].float(), out.patch_size)
         elif out.inputs is not None:
             tgt, prd = out.inputs[i : i + 1].float(), out.reconstruction[i : i + 1].float()
         else:
@@ -196,7 +185,7 @@ def display_image(out: MaskedReconstruction, i: int, rule: DisplayRule,
     else:
         if out.norm_pix_eps is not None and rule.norm_pix:
             mean, std = patch_statistics(out, i, rule.mode, rule.neighbours)
-            rec = _unpatchify((out.pred[i].float() * std + mean)[None], out.patch_size)
+            rec = unpatchify((out.pred[i].float() * std + mean)[None], out.patch_size)
         else:
             rec = out.reconstruction[i : i + 1].float()
         rec_disp = _hwc(denormalize(rec)[0])
