@@ -81,4 +81,7 @@ class ReconstructionDump(PeriodicCallback):
             save_arrays(base.with_suffix(".npz"), recs)
         log_figure(trainer.loggers, "train/reconstruction", fig, step=step)
         fig.clf()
-        log_scalars(trainer.loggers, {"train/reconstruction_error": err}, step=step)
+        scalars = {"train/reconstruction_error": err}
+        if recs[0].psnr_db is not None:  # PSNR of what the figure shows, masked pixels
+            scalars["train/reconstruction_psnr_db"] = float(np.mean([r.psnr_db for r in recs]))
+        log_scalars(trainer.loggers, scalars, step=step)
