@@ -125,6 +125,11 @@ def test_reconstruct_mae_files_converted_and_seeded(tmp_path, tiny_models):
     # the mask the model used is exactly the seeded one
     assert np.array_equal(arrays["mask"], make_masks(tiny_models["mae_tiny"], 4, seed=3).numpy())
     assert s["images"][0]["mask_ratio"] == 0.75
+    # default display: no hidden statistics, said in summary.json; errors in the target space, PSNR shown
+    assert s["display"]["mode"] == "visible" and not s["display"]["uses_hidden_statistics"]
+    assert "nearest visible patches" in s["display"]["rule"] and s["mask"]["fill"] == [0.485, 0.456, 0.406]
+    assert all(math.isfinite(r["psnr_db"]) and r["error_space"].startswith("target") for r in s["images"])
+    assert set(s["by_display"]) == {"visible", "original", "normalized"}
 
 
 @pytest.mark.slow
@@ -134,7 +139,8 @@ def test_reconstruct_simmim_dataset_default_and_nonnormpix_mae(tmp_path):
                       tmp_path))
     s = _check_outputs(out, 3, "pixel_mse")
     assert np.load(out / "reconstructions.npz")["mask"].shape == (3, 16, 16)
-    assert s["images"][0]["display_mse"] is not None
+    assert s["images"][0]["display_mse"] is not None and math.isfinite(s["mean_psnr_db"])
+    assert not s["display"]["norm_pix"] and "nothing to de-normalise" in s["display"]["rule"]
     out = tmp_path / "mae_raw"
     assert_ok(run_main(["task=reconstruct", "model=mae_tiny", "model.norm_pix=false", "task.max_images=2",
                        "task.mask_ratio=0.5", f"hydra.run.dir={out}"], tmp_path))
@@ -180,6 +186,13 @@ def test_mae_mask_file_with_uneven_counts_names_the_file(tmp_path, compose_in):
     np.save(tmp_path / "uneven.npy", mask)
     with pytest.raises(ValueError, match=r"task.mask=.*uneven.npy: .*same number of patches"):
         _run_inprocess(compose_in, ["model=mae_tiny", "task.max_images=2", f"task.mask={tmp_path / 'uneven.npy'}"])
+
+
+def test_bad_display_settings_are_refused_before_work(compose_in):
+    with pytest.raises(Exception, match="hidden"):  # an enum: refused at compose time, naming the value
+        _run_inprocess(compose_in, ["model=mae_tiny", "task.display=hidden"])
+    with pytest.raises(ValueError, match=r"mask_fill=\[0.5, 0.5\]"):
+        _run_inprocess(compose_in, ["model=mae_tiny", "task.mask_fill=[0.5,0.5]"])
 
 
 def test_non_mim_model_and_checkpoint_are_refused(tmp_path, compose_in):

@@ -12,6 +12,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from selfsup_vis.config.schemas import EmbeddingConfig
+from selfsup_vis.config.tasks_train import ReconstructionDisplay, ReconstructTaskConfig
 
 
 @dataclass
@@ -33,6 +34,11 @@ class ReconstructionDumpConfig(PeriodicCallbackConfig):
     seed: int = 0
     mask_ratio: float | None = None  # default: the model's own
     save_arrays: bool = True
+    # shown as task=reconstruct shows them (the defaults are task=reconstruct's)
+    display: ReconstructionDisplay = ReconstructTaskConfig.display
+    display_neighbours: int = field(default=ReconstructTaskConfig.display_neighbours, metadata={"min": 1})
+    mask_fill: list[float] = field(default_factory=lambda: list(ReconstructTaskConfig().mask_fill))
+    mask_outline: bool = ReconstructTaskConfig.mask_outline
 
 
 @dataclass

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
 from selfsup_vis.config.schemas import FigureFormat
+
+#: the mask fill of the "masked" panel (black merges with dark images)
+IMAGENET_MEAN_FILL = (0.485, 0.456, 0.406)
+
+
+class ReconstructionDisplay(StrEnum):
+    """How a norm-pix model's masked patches are shown (reconstruction.display)."""
+
+    visible = "visible"
+    original = "original"
+    normalized = "normalized"
 
 
 @dataclass
@@ -28,6 +40,15 @@ class ReconstructTaskConfig:
     batch_size: int = field(default=8, metadata={"min": 1})
     device: str = "auto"  # auto (cuda when available and trainer.accelerator is not cpu) | cpu | cuda
     formats: list[FigureFormat] = field(default_factory=lambda: [FigureFormat.png])
+    # how a norm-pix model's masked patches are de-normalised for display:
+    # visible (mean/std of the display_neighbours nearest visible patches; no hidden information)
+    # | original (each patch's own mean/std: MMSelfSup's way, uses the hidden patches' statistics)
+    # | normalized (prediction and target in the model's own target space)
+    display: ReconstructionDisplay = ReconstructionDisplay.visible
+    display_neighbours: int = field(default=4, metadata={"min": 1})
+    # RGB (0..1) of the masked area in the "masked" panel; default the ImageNet mean (MMSelfSup)
+    mask_fill: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN_FILL))
+    mask_outline: bool = True  # outline the masked area on the masked / reconstruction panels
 
 
 @dataclass

@@ -190,7 +190,8 @@ class MAE(ViTEncoderFeatures, MaskedImageModule):
                     ) -> MaskedReconstruction:
         """Per-patch prediction and target (B, L, p*p*3), the mask used (B, h, w; 1 = masked),
         the image reconstructed from the prediction (de-normalised per patch with the image's
-        own statistics under norm-pix) and the four panels.
+        own statistics under norm-pix: MMSelfSup's display, which uses the hidden patches'
+        statistics; ``reconstruction.display`` shows it without them) and the four panels.
 
         A given ``mask`` (B, L) or (B, h, w) must mask the same number of patches in every image.
         An encoder-only checkpoint (official ``mae_pretrain_vit_*.pth``) is refused unless the
@@ -221,7 +222,8 @@ class MAE(ViTEncoderFeatures, MaskedImageModule):
             per_patch_error=((pred.float() - target.float()) ** 2).mean(-1),
             error_kind="norm_pix_mse" if self.norm_pix else "pixel_mse",
             original=self.denormalize(images), reconstruction=rec,
-            panels=self.pixel_panels(images, rec, pix), arrays={"pred": pred, "target": target})
+            panels=self.pixel_panels(images, rec, pix), arrays={"pred": pred, "target": target},
+            inputs=images, patch_size=p, norm_pix_eps=1.0e-6 if self.norm_pix else None)
 
     # -------------------------------------------------------------------------- weights
     def load_weights(self, checkpoint: str | Any | None = None, strict: bool | None = None) -> LoadReport:

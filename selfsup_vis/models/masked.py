@@ -21,7 +21,14 @@ MaskGenerator = Callable[..., torch.Tensor]
 class MaskedReconstruction:
     """A batch reconstructed with a known mask. ``space`` says what the model predicts:
     ``pixels`` (``reconstruction`` and the four display ``panels`` are filled) or ``features``
-    (a per-patch target such as HOG; ``panels`` is empty, ``hog`` may hold cells to draw)."""
+    (a per-patch target such as HOG; ``panels`` is empty, ``hog`` may hold cells to draw).
+
+    Display (``selfsup_vis.reconstruction.display``) reads ``inputs``, ``patch_size`` and
+    ``norm_pix_eps``: a per-patch-normalised target (MAE norm-pix) sets ``norm_pix_eps`` and lays
+    ``pred``/``target`` out as ``models.mae.patchify`` does, so that the display can de-normalise
+    masked patches without the hidden patches' own statistics. ``panels`` are the plain
+    de-normalisation of ``reconstruction`` (for norm-pix: with each patch's own, hidden, statistics,
+    as MMSelfSup shows it); the figures do not use them."""
 
     space: Literal["pixels", "features"]
     mask: torch.Tensor  # (B, g, g) int64, 1 = masked: the mask the model used
@@ -37,6 +44,9 @@ class MaskedReconstruction:
     panels: dict[str, torch.Tensor] = field(default_factory=dict)  # display 0..1 (pixels only)
     hog: dict[str, torch.Tensor] | None = None  # target/pred/mixed HOG cells (B, 3, nbins, h, w)
     arrays: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, ...) saved with the figure
+    inputs: torch.Tensor | None = None  # (B, 3, H, W) the model-normalised input (pixels only)
+    patch_size: int = 0  # side of a patch of ``pred``/``target`` (norm-pix layout)
+    norm_pix_eps: float | None = None  # set: target = each patch normalised by its own mean/std
 
 
 class MaskedImageModule(SSLModule):

@@ -104,7 +104,7 @@ class SimMIM(MaskedImageModule):
             space="pixels", mask=mask.long(), mask_pixels=pix, pred=rec, target=images,
             loss=out["loss"], per_patch_error=per_patch, error_kind="pixel_mse",
             original=self.denormalize(images), reconstruction=rec,
-            panels=self.pixel_panels(images, rec, pix))
+            panels=self.pixel_panels(images, rec, pix), inputs=images, patch_size=p)
 
     def available_layers(self) -> list[str]:
         return [f"stage{i}" for i in range(len(self.encoder.layers))] + ["norm"]

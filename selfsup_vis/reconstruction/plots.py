@@ -23,12 +23,30 @@ HOG_TITLES = ("HOG of original", "masked HOG", "predicted HOG", "predicted + vis
 
 
 @dataclass
+class HeatPanel:
+    """A per-patch heat map drawn on a pixel panel with a colour bar: ``values`` (g, g), NaN
+    where nothing is drawn (visible patches), shown 0..``vmax`` in ``cmap``; over the panel's
+    image when ``over_image`` (else over black)."""
+
+    values: np.ndarray
+    vmax: float
+    label: str
+    over_image: bool = False
+    cmap: str = "magma"
+
+
+@dataclass
 class ReconstructionPanels:
     """What one row (or two, with HOG) of a reconstruction figure shows."""
 
     title: str
     pixels: list[np.ndarray]  # four (H, W, 3) images in 0..1
     pixel_titles: Sequence[str] = PANEL_TITLES
+    caption: str = ""  # the image's numbers (errors, PSNR), under its title / row label
+    mask: np.ndarray | None = None  # (g, g) 1 = masked: outlined on ``outlined`` panels
+    outlined: tuple[int, ...] = (1, 2, 3)
+    outline_color: str = "#00e5ff"
+    heat: dict[int, HeatPanel] = field(default_factory=dict)  # panel index -> heat map
     # MaskFeat: four HOG histograms (nbins, h, w) drawn as strokes on a dark background
     hog: list[np.ndarray] | None = None
     hog_cell_px: int = 8
@@ -90,6 +108,35 @@ def draw_hog(ax, cells: np.ndarray, cell_px: int, scale: float, cell_mask: np.nd
     ax.set_ylim(h * cell_px - 0.5, -0.5)
 
 
+def mask_outline(mask: np.ndarray, patch_px: float) -> np.ndarray:
+    """(n, 2, 2) segments (x, y pixel coordinates) of the boundary of the masked area of a
+    (g, g) patch mask: every patch edge between a masked patch and a visible one (or the border)."""
+    m = np.pad(np.asarray(mask, dtype=bool), 1)
+    segs = []
+    ys, xs = np.nonzero(m[1:-1, 1:-1])
+    for y, x in zip(ys, xs, strict=True):
+        for dy, dx, edge in ((-1, 0, ((x, y), (x + 1, y))), (1, 0, ((x, y + 1), (x + 1, y + 1))),
+                             (0, -1, ((x, y), (x, y + 1))), (0, 1, ((x + 1, y), (x + 1, y + 1)))):
+            if not m[y + 1 + dy, x + 1 + dx]:
+                segs.append(edge)
+    if not segs:
+        return np.zeros((0, 2, 2))
+    return np.asarray(segs, dtype=np.float64) * patch_px - 0.5
+
+
+def _draw_heat(fig, ax, img: np.ndarray, heat: HeatPanel) -> None:
+    from matplotlib import colormaps
+
+    H, W = img.shape[:2]
+    ax.imshow(np.clip(img, 0, 1) if heat.over_image else np.zeros_like(img), interpolation="nearest")
+    im = ax.imshow(np.ma.masked_invalid(heat.values), cmap=colormaps[heat.cmap], vmin=0,
+                   vmax=max(heat.vmax, 1e-12), extent=(-0.5, W - 0.5, H - 0.5, -0.5),
+                   interpolation="nearest", alpha=0.85 if heat.over_image else 1.0)
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    cb.ax.tick_params(labelsize=6)
+    cb.set_label(heat.label, fontsize=6)
+
+
 def _hide(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -99,8 +146,17 @@ def _hide(ax) -> None:
 
 def _draw_rows(axes_rows, item: ReconstructionPanels, with_titles: bool, label: str | None) -> None:
     rows = [axes_rows[0]]
-    for ax, img, title in zip(axes_rows[0], item.pixels, item.pixel_titles, strict=False):
-        ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+    fig = axes_rows[0][0].figure
+    for j, (ax, img, title) in enumerate(zip(axes_rows[0], item.pixels, item.pixel_titles, strict=False)):
+        if j in item.heat:
+            _draw_heat(fig, ax, img, item.heat[j])
+        else:
+            ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+        if item.mask is not None and j in item.outlined:
+            segs = mask_outline(item.mask, img.shape[0] / item.mask.shape[0])
+            ax.add_collection(LineCollection(segs, colors=item.outline_color, linewidths=0.7))
+            ax.set_xlim(-0.5, img.shape[1] - 0.5)
+            ax.set_ylim(img.shape[0] - 0.5, -0.5)
         _hide(ax)
         if with_titles:
             ax.set_title(title, fontsize=8)
@@ -113,29 +169,34 @@ def _draw_rows(axes_rows, item: ReconstructionPanels, with_titles: bool, label: 
             if with_titles:
                 ax.set_title(title, fontsize=8)
     if label:
-        rows[0][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+        text = f"{label}\n{item.caption}" if item.caption else label
+        rows[0][0].set_ylabel(text, fontsize=6.5, rotation=0, ha="right", va="center")
 
 
-def reconstruction_figure(item: ReconstructionPanels, suptitle: str = "") -> Figure:
-    """One image: a row of the four panels (plus the HOG row for MaskFeat)."""
+def reconstruction_figure(item: ReconstructionPanels, suptitle: str = "", rule: str = "") -> Figure:
+    """One image: a row of the four panels (plus the HOG row for MaskFeat); ``rule`` (how the
+    masked patches are displayed) and the image's numbers (``item.caption``) under the title."""
     n_rows = 1 if item.hog is None else 2
-    fig = new_figure(4 * 2.4, n_rows * 2.55)
+    fig = new_figure(4 * 2.4 + 0.6 * bool(item.heat), n_rows * 2.55 + 0.45)
     axes = fig.subplots(n_rows, 4, squeeze=False)
     _draw_rows(axes, item, with_titles=True, label=None)
-    fig.suptitle(suptitle or item.title, fontsize=9)
+    lines = [suptitle or item.title, item.caption, rule]
+    fig.suptitle("\n".join(x for x in lines if x), fontsize=8)
     return fig
 
 
-def reconstruction_grid(items: Sequence[ReconstructionPanels], title: str = "") -> Figure:
-    """All images in one figure: one row per image (two with HOG), column titles on top."""
+def reconstruction_grid(items: Sequence[ReconstructionPanels], title: str = "", rule: str = "") -> Figure:
+    """All images in one figure: one row per image (two with HOG), column titles on top, each
+    row labelled with its image and numbers, ``rule`` under the title."""
     if not items:
         raise ValueError("reconstruction_grid: no images")
     per = 1 if items[0].hog is None else 2
     n_rows = per * len(items)
-    fig = new_figure(4 * 1.9 + 1.2, n_rows * 1.95 + 0.4)
+    fig = new_figure(4 * 1.9 + 2.0 + 0.6 * bool(items[0].heat), n_rows * 1.95 + 0.6)
     axes = fig.subplots(n_rows, 4, squeeze=False)
     for i, item in enumerate(items):
         _draw_rows(axes[i * per : (i + 1) * per], item, with_titles=(i == 0), label=item.title)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    lines = [title, rule]
+    if any(lines):
+        fig.suptitle("\n".join(x for x in lines if x), fontsize=9)
     return fig

@@ -21,13 +21,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from selfsup_vis.checkpoints.provenance import check_random_parts, model_provenance
 from selfsup_vis.data.image_files import expand_images, load_image_files, slug
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model
-from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
-from selfsup_vis.plotting.provenance import add_provenance
-from selfsup_vis.reconstruction.compute import Reconstruction, reconstruct_batch, save_arrays
+from selfsup_vis.reconstruction.compute import (
+    DisplayOptions,
+    Reconstruction,
+    reconstruct_batch,
+    save_arrays,
+)
 from selfsup_vis.reconstruction.masks import (
     check_reconstructs,
     load_mask_file,
@@ -62,31 +64,45 @@ def _device(t: DictConfig, cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
 
 
+def display_options(t: Any) -> DisplayOptions:
+    """``task.display*`` / the callback's same keys (refused before any work when bad)."""
+    return DisplayOptions(str(t.display), int(t.display_neighbours), tuple(float(v) for v in t.mask_fill),
+                          bool(t.mask_outline))
+
+
+def _summary_numbers(recs: list[Reconstruction]) -> dict[str, Any]:
+    """Means over images: target-space error, and per display mode PSNR and correlations."""
+    out: dict[str, Any] = {"mean_masked_error": float(np.mean([r.error for r in recs]))}
+    if recs[0].psnr_db is not None:
+        out["mean_psnr_db"] = float(np.mean([r.psnr_db for r in recs]))
+        out["by_display"] = {m: {k: float(np.mean([r.by_display[m][k] for r in recs]))
+                                 for k in recs[0].by_display[m]} for m in recs[0].by_display}
+    return out
+
+
+def _images(cfg: DictConfig, t: DictConfig) -> tuple[torch.Tensor, list[str], bool]:
+    if t.images is None or (isinstance(t.images, ListConfig | list) and len(t.images) == 0):
+        return (*dataset_images(cfg, t.max_images), False)
+    return (*load_image_files(expand_images(t.images, t.max_images), cfg.model, t.resize), True)
+
+
 # ----------------------------------------------------------------------------- task
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     check_reconstructs(cfg.model)
+    opts = display_options(t)
     with phase("images"):
-        if t.images is None or (isinstance(t.images, ListConfig | list) and len(t.images) == 0):
-            images, names = dataset_images(cfg, t.max_images)
-        else:
-            images, names = load_image_files(expand_images(t.images, t.max_images), cfg.model, t.resize)
+        images, names, from_files = _images(cfg, t)
     with phase("model"):
         model = masked_image_model(build_model(cfg.model).eval().to(_device(t, cfg)))
         algo = model.schema.family
-        # every tensor of a MIM model takes part in a reconstruction (decoder, mask token, ...)
-        random_parts = check_random_parts(model, ("",), "task=reconstruct",
-                                          allow=model.allow_random_parts)
-    from_files = not (t.images is None or (isinstance(t.images, ListConfig | list) and len(t.images) == 0))
-    prov = run.set_provenance(model_provenance(
-        "reconstruct", cfg.model, model, init_seed=int(cfg.seed), random_parts=random_parts,
-        seed=int(t.seed), dataset="task.images" if from_files else str(cfg.dataset.name),
+    prov = run.model_provenance(
+        model, cfg.model, seed=int(t.seed), dataset="task.images" if from_files else str(cfg.dataset.name),
         split=None if from_files else str(t.split or cfg.dataset.eval_split), n=int(images.shape[0]),
-        sources=list(names) if from_files else []))
+        sources=list(names) if from_files else [])
     n, g = images.shape[0], model.grid
     if t.mask:
-        masks = load_mask_file(t.mask, n, g)
-        mask_source = str(t.mask)
+        masks, mask_source = load_mask_file(t.mask, n, g), str(t.mask)
     else:
         masks = make_masks(model, n, t.seed, t.mask_ratio)
         mask_source = f"seed {t.seed}" + (f", mask_ratio {t.mask_ratio}" if t.mask_ratio is not None else "")
@@ -95,48 +111,35 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         for s in range(0, n, t.batch_size):
             try:
                 recs += reconstruct_batch(model, images[s : s + t.batch_size], masks[s : s + t.batch_size],
-                                          names[s : s + t.batch_size])
+                                          names[s : s + t.batch_size], opts)
             except ValueError as err:
                 if not t.mask:
                     raise
                 raise ValueError(f"task.mask={t.mask}: {err}") from err
-    out = run.dir
-    loggers = run.loggers
+    rule = recs[0].display["rule"]
     records = []
     for i, r in enumerate(recs):
-        fig = reconstruction_figure(r.panels, f"{cfg.model.name} · {r.name} · masked {r.mask_ratio:.0%} · "
-                                              f"{r.error_kind} {r.error:.4f}")
-        add_provenance(fig, prov.replace(n=1, sources=[r.name]))
-        files = save_figure(fig, out / "reconstruct" / f"{i:03d}_{slug(r.name)}", t.formats)
-        log_figure(loggers, f"reconstruct/{i:03d}_{slug(r.name)}", fig, step=0)
-        fig.clf()
-        records.append({"index": i, "name": r.name, "mask_ratio": r.mask_ratio, "masked_error": r.error,
-                        "error_kind": r.error_kind, "display_mse": r.display_error,
-                        "files": [str(f) for f in files]})
-    grid = reconstruction_grid([r.panels for r in recs], f"{cfg.model.name} ({algo}) · masks: {mask_source}")
-    add_provenance(grid, prov)
-    grid_files = save_figure(grid, out / "reconstruction_grid", t.formats)
-    log_figure(loggers, "reconstruct/grid", grid, step=0)
-    npz = save_arrays(out / "reconstructions.npz", recs)
-    mean_err = float(np.mean([r.error for r in recs]))
-    log_scalars(loggers, {"reconstruct/masked_error": mean_err,
-                          "reconstruct/mask_ratio": float(np.mean([r.mask_ratio for r in recs]))}, step=0)
-    log.info("mean masked-patch error (%s): %.5f over %d images", recs[0].error_kind, mean_err, n)
-    summary = {
-        "task": "reconstruct",
-        "model": cfg.model.name,
-        "algorithm": algo,
-        "checkpoint": cfg.model.get("checkpoint"),
-        "norm_pix": bool(getattr(model, "norm_pix", False)),
+        fig = reconstruction_figure(r.panels, f"{cfg.model.name} · {r.name} · masked {r.mask_ratio:.0%}", rule)
+        run.provenance = prov.replace(n=1, sources=[r.name])
+        files = run.figure(fig, f"reconstruct/{i:03d}_{slug(r.name)}", f"reconstruct/{i:03d}_{slug(r.name)}")
+        records.append({"index": i, **r.to_dict(), "files": [str(f) for f in files]})
+    run.provenance = prov
+    grid = reconstruction_grid([r.panels for r in recs], f"{cfg.model.name} ({algo}) · masks: {mask_source}", rule)
+    grid_files = run.figure(grid, "reconstruction_grid", "reconstruct/grid")
+    npz = save_arrays(run.dir / "reconstructions.npz", recs)
+    numbers = _summary_numbers(recs)
+    run.scalars({"reconstruct/masked_error": numbers["mean_masked_error"],
+                 "reconstruct/psnr_db": numbers.get("mean_psnr_db"),
+                 "reconstruct/mask_ratio": float(np.mean([r.mask_ratio for r in recs]))})
+    log.info("mean masked-patch error (%s, target space): %.5f over %d images; %s", recs[0].error_kind,
+             numbers["mean_masked_error"], n, rule)
+    return run.write_summary({
+        "task": "reconstruct", "model": cfg.model.name, "algorithm": algo,
+        "checkpoint": cfg.model.get("checkpoint"), "norm_pix": bool(getattr(model, "norm_pix", False)),
         "normalization": {"mean": list(model.mean), "std": list(model.std)},
-        "mask": {"source": mask_source, "grid": [g, g], "seed": t.seed, "mask_ratio": t.mask_ratio},
-        "error_kind": recs[0].error_kind,
-        "mean_masked_error": mean_err,
-        "images": records,
-        "grid": [str(f) for f in grid_files],
-        "arrays": str(npz),
-        "config": OmegaConf.to_container(t, resolve=True),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    run.write_summary(summary)
-    return summary
+        "mask": {"source": mask_source, "grid": [g, g], "seed": t.seed, "mask_ratio": t.mask_ratio,
+                 "fill": list(opts.mask_fill), "outline": opts.outline},
+        "display": recs[0].display, "error_kind": recs[0].error_kind, **numbers, "images": records,
+        "grid": [str(f) for f in grid_files], "arrays": str(npz),
+        "config": OmegaConf.to_container(t, resolve=True), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
