@@ -476,8 +476,9 @@ def compute_embedding(features: np.ndarray, params: EmbedParams | None = None, *
     used["perplexity_note"] = perplexity_note(n, requested, float(p.perplexity))
     start = time.perf_counter()
     if backend not in ("pca", "torch"):  # torch reduces on its own device
+        dim_before = x.shape[1]
         x = pca_reduce(x, p.pca_dims, seed=p.seed)
-        used["pca_dims"] = x.shape[1] if p.pca_dims else None
+        used["pca_dims"] = x.shape[1] if p.pca_dims and x.shape[1] < dim_before else None  # None: no-op
     elif backend == "pca":
         used["pca_dims"] = None
     coords = _RUNNERS[backend](x, p, used)
