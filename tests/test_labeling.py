@@ -11,7 +11,13 @@ import pytest
 from matplotlib.text import Text
 
 from selfsup_vis.data.synthetic import SyntheticShapes
-from selfsup_vis.embedding import EmbedParams, compute_embedding, layer_figure, map_layer, resolve_labelings
+from selfsup_vis.embedding import (
+    EmbedParams,
+    compute_embedding,
+    layer_figure,
+    map_layer,
+    resolve_labelings,
+)
 from selfsup_vis.embedding.backends import has_umap
 from selfsup_vis.embedding.labels import (
     SOURCE_EXCLUSION,
@@ -19,6 +25,7 @@ from selfsup_vis.embedding.labels import (
     scoring,
     stimulus_sources,
 )
+from selfsup_vis.embedding.layer_maps import read_layer_map, write_layer_map
 from selfsup_vis.embedding.plots import format_quality
 from selfsup_vis.embedding.quality import HEADLINE_K, embedding_quality, knn_neighbours
 from selfsup_vis.report.summaries import KNN_KEYS
@@ -158,8 +165,6 @@ def test_color_by_texture_numbers_equal_a_run_labelled_by_texture(tmp_path):
 
 def test_replot_and_interactive_use_the_csv_classes(tmp_path):
     """The report and task.replot read the labeling's classes from the CSV, not the dataset's."""
-    from selfsup_vis.embedding.layer_maps import read_layer_map, write_layer_map
-
     x = np.zeros((4, 2), np.float32)
     names = ["circle/circle1-square1.png", "circle/circle2-square2.png", "square/square1-circle1.png",
              "square/square2-circle2.png"]
