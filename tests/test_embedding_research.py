@@ -124,7 +124,7 @@ def test_regex_and_csv_labelings(tmp_path):
         parse_labeling_spec("colour")
     colour, others = resolve_labelings([parse_labeling_spec("shape")], ["circle/circle1-square1.png"],
                                        np.zeros(1, int), ["circle"])
-    assert colour.name == "shape" and set(others) == {"shape"}
+    assert colour.name == "shape" and set(others) == {"label"}  # the colour one is the top-level one
     with pytest.raises(ValueError, match="not cue-conflict stimulus names"):
         resolve_labeling("texture", names, labels, classes)
 

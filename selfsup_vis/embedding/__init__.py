@@ -10,10 +10,14 @@ from selfsup_vis.embedding.backends import (
 from selfsup_vis.embedding.labels import (
     Labeling,
     footer_text,
+    labeling_numbers,
     labeling_values,
     parse_labeling_specs,
     quality_for,
     resolve_labelings,
+    scoring,
+    stimulus_sources,
+    write_labels,
 )
 from selfsup_vis.embedding.layer_maps import (
     EarlierRun,
@@ -38,6 +42,7 @@ __all__ = [
     "embedding_quality",
     "footer_text",
     "grid_figure",
+    "labeling_numbers",
     "labeling_values",
     "layer_figure",
     "map_features",
@@ -46,5 +51,8 @@ __all__ = [
     "quality_for",
     "rank_layers",
     "resolve_labelings",
+    "scoring",
+    "stimulus_sources",
+    "write_labels",
     "write_layer_map",
 ]

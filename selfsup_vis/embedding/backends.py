@@ -166,6 +166,13 @@ def check_features(features: np.ndarray, *, what: str = "features") -> np.ndarra
     return x
 
 
+def perplexity_note(n: int, requested: float, used: float) -> str | None:
+    """Why the perplexity was lowered (for the figure footer and summary.json), or None."""
+    if used == requested:
+        return None
+    return f"perplexity {requested:g} → {used:.3g}: n={n} needs perplexity < n/3"
+
+
 def effective_perplexity(n: int, perplexity: float) -> float:
     """Perplexity usable with ``n`` samples: lowered to (n-1)/3 when n <= 3 * perplexity."""
     if perplexity <= 0:
@@ -178,6 +185,49 @@ def effective_perplexity(n: int, perplexity: float) -> float:
         )
         return new
     return float(perplexity)
+
+
+METHOD_NAMES = {"opentsne": "t-SNE", "sklearn": "t-SNE", "torch": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+BACKEND_NAMES = {"opentsne": "openTSNE", "sklearn": "sklearn", "torch": "torch", "umap": "umap-learn",
+                 "pca": "sklearn"}
+
+
+def _iterations(used: dict[str, Any]) -> str:
+    """The iterations a backend actually ran, as a reader counts them."""
+    b, n_iter = used["backend"], used.get("n_iter")
+    if b in ("opentsne", "torch"):
+        return f"{used.get('early_exaggeration_iter')} + {n_iter} iterations (early exaggeration + rest)"
+    if b == "sklearn":
+        return f"{n_iter} iterations (250 of early exaggeration)"
+    if b == "umap":
+        epochs = (used.get("extra") or {}).get("n_epochs")
+        return f"{epochs} epochs" if epochs else "umap-learn's epochs (500 below 10,000 points, else 200)"
+    return ""
+
+
+def describe_method(used: dict[str, Any]) -> dict[str, Any]:
+    """How a map was made, from ``compute_embedding``'s parameters: ``method`` (t-SNE / UMAP /
+    PCA), ``backend``, the effective ``perplexity`` and ``perplexity_note`` (why it was
+    lowered), ``iterations``, the metric ``space`` and ``text``, the one line every figure's
+    footer carries."""
+    b = used["backend"]
+    out: dict[str, Any] = {"method": METHOD_NAMES[b], "backend": b, "space": used["space"]}
+    parts = [f"{METHOD_NAMES[b]} ({BACKEND_NAMES[b]})"]
+    if METHOD_NAMES[b] == "t-SNE":
+        out["perplexity"] = float(used["perplexity"])
+        out["perplexity_note"] = used.get("perplexity_note")
+        parts.append(out["perplexity_note"] or f"perplexity {used['perplexity']:.3g}")
+    if b == "umap":
+        ex = used.get("extra") or {}
+        parts.append(f"n_neighbors {ex.get('n_neighbors')}, min_dist {ex.get('min_dist')}")
+    if (it := _iterations(used)):
+        out["iterations"] = it
+        parts.append(it)
+    if used.get("pca_dims"):
+        parts.append(f"PCA-{used['pca_dims']} first")
+    parts.append(f"space: {used['space']}")
+    out["text"] = " · ".join(parts)
+    return out
 
 
 def resolve_backend(backend: str) -> str:
@@ -401,6 +451,7 @@ def compute_embedding(features: np.ndarray, params: EmbedParams | None = None, *
             "use more samples (e.g. more images per class)"
         )
     p.backend = backend
+    requested = float(p.perplexity)
     if backend in ("sklearn", "opentsne", "torch"):
         p.perplexity = effective_perplexity(n, p.perplexity)
     if p.pca_dims == "auto":
@@ -421,15 +472,19 @@ def compute_embedding(features: np.ndarray, params: EmbedParams | None = None, *
     used["space"] = describe_space(p.metric, p.standardize)
     used["n"] = n
     used["input_dim"] = x.shape[1]
+    used["perplexity_requested"] = requested
+    used["perplexity_note"] = perplexity_note(n, requested, float(p.perplexity))
     start = time.perf_counter()
     if backend not in ("pca", "torch"):  # torch reduces on its own device
+        dim_before = x.shape[1]
         x = pca_reduce(x, p.pca_dims, seed=p.seed)
-        used["pca_dims"] = x.shape[1] if p.pca_dims else None
+        used["pca_dims"] = x.shape[1] if p.pca_dims and x.shape[1] < dim_before else None  # None: no-op
     elif backend == "pca":
         used["pca_dims"] = None
     coords = _RUNNERS[backend](x, p, used)
     if init_array is not None:
         used["init"] = f"given array {init_array.shape}"
+    used["description"] = describe_method(used)
     seconds = time.perf_counter() - start
     coords = np.asarray(coords, dtype=np.float32)
     if coords.shape != (n, 2) or not np.isfinite(coords).all():
@@ -447,6 +502,7 @@ def _compute_large(features, p: EmbedParams, phase: PhaseHook | None) -> Embeddi
     n, d = len(features), int(features.shape[1])
     od = OPENTSNE_DEFAULTS
     p.backend = "opentsne"
+    requested = float(p.perplexity)
     p.perplexity = effective_perplexity(n, p.perplexity)
     if p.pca_dims == "auto":
         p.pca_dims = od["pca_dims"]
@@ -468,7 +524,9 @@ def _compute_large(features, p: EmbedParams, phase: PhaseHook | None) -> Embeddi
         space=describe_space(p.metric, p.standardize), n=n, input_dim=d,
         pca_dims=int(p.pca_dims) if p.pca_dims and int(p.pca_dims) < min(n, d) else None,
         extra={"neighbors": neighbors, "knn_kwargs": {"n_trees": n_trees}, "k_place": k_place, **tsne_kwargs},
+        perplexity_requested=requested, perplexity_note=perplexity_note(n, requested, float(p.perplexity)),
     )
+    used["description"] = describe_method(used)
     start = time.perf_counter()
     coords, info = embed_large(
         features, perplexity=p.perplexity, seed=p.seed, pca_dims=used["pca_dims"], n_iter=used["n_iter"],

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from selfsup_vis.data.cue_conflict_categories import parse_stimulus, texture_of
+from selfsup_vis.utils.io import save_npy
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,15 @@ class Labeling:
     @property
     def numeric(self) -> bool:
         return self.classes is None
+
+    def categorical(self) -> tuple[np.ndarray, list[str]]:
+        """(integer codes, class names) for the files and maps that need classes (CSV ``label``
+        / ``class`` columns, interactive maps, projector metadata): a numeric labeling's
+        distinct values become its classes, written as numbers."""
+        if not self.numeric:
+            return np.asarray(self.values, dtype=np.int64), list(self.classes or [])
+        distinct, codes = np.unique(self.values, return_inverse=True)
+        return codes.astype(np.int64), [f"{v:.6g}" for v in distinct]
 
     def summary(self) -> dict[str, object]:
         out: dict[str, object] = {"name": self.name, "numeric": self.numeric}
@@ -253,27 +263,96 @@ def parse_labeling_specs(color_by: str, extra_labels: Sequence[str]) -> list[Lab
 
 def resolve_labelings(specs: Sequence[LabelingSpec], names: Sequence[str], labels: np.ndarray,
                       classes: Sequence[str]) -> tuple[Labeling, dict[str, Labeling]]:
-    """The colour labeling (``specs[0]``) and every labeling other than the dataset's ``label``
-    by name (these are scored next to the main kNN numbers)."""
+    """The labeling of ``task.color_by`` (``specs[0]``), which every number, ranking, headline,
+    map and file of the run is about, and every other labeling by name — always including the
+    dataset's ``label`` — scored from the same neighbours (``quality['labelings']``)."""
     resolved = [resolve_labeling(sp, names, labels, classes) for sp in specs]
-    return resolved[0], {lab.name: lab for lab in resolved if lab.name != "label"}
+    if "label" not in {lab.name for lab in resolved}:
+        resolved.append(resolve_labeling(LabelingSpec("label", "label"), names, labels, classes))
+    return resolved[0], {lab.name: lab for lab in resolved[1:] if lab.name != resolved[0].name}
+
+
+#: what summary.json, the log and the figures say when cue-conflict neighbours are excluded
+SOURCE_EXCLUSION = ("cue-conflict stimuli: leave-one-out kNN skips neighbours made from the query's shape image "
+                    "(<shape><i>) or texture image (<texture><j>)")
+
+
+def stimulus_sources(names: Sequence[str]) -> np.ndarray | None:
+    """(N, 2) ids of the source images of cue-conflict stimuli (``airplane1-bicycle2.png``:
+    shape image ``airplane1``, texture image ``bicycle2``); None unless every name is a
+    stimulus name. Two stimuli made from the same shape image (or the same texture image)
+    share that image's label by construction, so a neighbour of that kind must not vote."""
+    parts: list[tuple[str, str]] = []
+    for name in names:
+        try:
+            st = parse_stimulus(name)
+        except ValueError:
+            return None
+        parts.append((f"{st.shape}{st.shape_number}", f"{st.texture}{st.texture_number}"))
+    if not parts:
+        return None
+    ids = {p: i for i, p in enumerate(sorted({x for pair in parts for x in pair}))}
+    # a texture image and a shape image with the same name are different images: offset
+    return np.array([[ids[a], len(ids) + ids[b]] for a, b in parts], dtype=np.int64)
+
+
+def write_labels(out: Path, colour: Labeling, dataset_labels: np.ndarray) -> list[Path]:
+    """``labels.npy``: the colour labeling's values (codes into its classes, listed in
+    summary.json's ``labelings``; floats for a numeric one); when that is not the dataset's
+    label, the dataset's labels go to ``dataset_labels.npy``."""
+    files = [save_npy(out / "labels.npy", np.asarray(colour.values))]
+    if colour.name != "label":
+        files.append(save_npy(out / "dataset_labels.npy", np.asarray(dataset_labels, dtype=np.int64)))
+    return files
 
 
 def labeling_values(labelings: dict[str, Labeling]) -> dict[str, np.ndarray]:
     return {name: lab.values for name, lab in labelings.items()}
 
 
+def scoring(colour: Labeling, others: dict[str, Labeling], names: Sequence[str]) -> dict[str, object]:
+    """The keyword arguments of ``layer_maps.map_layer`` that say what a map is scored against:
+    the values of the colour labeling (``labels``, whose numbers are the top-level ones), every
+    other labeling (``extra_labels``) and, for cue-conflict stimulus names, the source images
+    whose neighbours are not counted (``exclude_groups``, ``exclusion_note``)."""
+    groups = stimulus_sources(names)
+    if groups is not None:
+        log.info("kNN numbers: %s", SOURCE_EXCLUSION)
+    return {"labels": colour.values, "labeling": colour.name, "extra_labels": labeling_values(others),
+            "exclude_groups": groups, "exclusion_note": SOURCE_EXCLUSION if groups is not None else None}
+
+
+def labeling_numbers(colour: Labeling, others: dict[str, Labeling],
+                     qualities: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """summary.json's ``labelings``: every labeling by name, its classes and, per layer, its kNN
+    numbers (``qualities``: layer -> quality dict of a map scored with :func:`scoring`)."""
+    out: dict[str, dict[str, object]] = {}
+    for lab in (colour, *others.values()):
+        per = {}
+        for layer, q in qualities.items():
+            per[layer] = {k: v for k, v in quality_for(q, lab).items()
+                          if k.startswith("knn_") and k not in ("knn_feat_space", "knn_feat_queries", "knn_exclusion")}
+        out[lab.name] = {**lab.summary(), "colour": lab is colour, "quality": per}
+    return out
+
+
 def quality_for(quality: dict[str, object], labeling: Labeling) -> dict[str, object]:
-    """The quality numbers to print on a map coloured by ``labeling``: the kNN numbers of that
-    labeling (from ``quality['labelings']``) over the dataset labels' ones."""
-    if labeling.name == "label":
+    """The quality numbers to print on a map coloured by ``labeling``: the top-level numbers
+    when they are that labeling's (``quality['labeling']``, the colour labeling of the run),
+    else its numbers from ``quality['labelings']``."""
+    if quality.get("labeling", "label") == labeling.name:
         return quality
     per = (quality.get("labelings") or {}).get(labeling.name, {})  # type: ignore[union-attr]
     return {**{k: v for k, v in quality.items() if not k.startswith("knn_")}, **per}
 
 
-def footer_text(space: str, labeling: Labeling) -> str:
-    """What the figure's footer says about the space and the colours."""
+def footer_text(method: str, labeling: Labeling, exclusion: str | None = None) -> str:
+    """What the figure's footer says: how the map was made (``method``: method, backend,
+    perplexity and why it was lowered, iterations, space; see ``backends.describe_method``),
+    the labeling that colours it and that every number on it is about, and any neighbours the
+    kNN numbers leave out (``exclusion``)."""
     kind = "value (colormap)" if labeling.numeric else f"{len(labeling.classes or [])} classes"
-    text = f"space: {space} · colour: {labeling.name} ({kind})"
+    text = f"{method}\ncolour and numbers: {labeling.name} ({kind})"
+    if exclusion:
+        text += f" · kNN@k: {exclusion}"
     return text + "".join(f" · {n}" for n in labeling.notes)

@@ -22,18 +22,19 @@ from matplotlib.figure import Figure
 
 from selfsup_vis.checkpoints.provenance import Provenance
 from selfsup_vis.embedding.backends import EmbedParams, compute_embedding, resolve_backend
-from selfsup_vis.embedding.labels import Labeling, footer_text, quality_for
+from selfsup_vis.embedding.labels import Labeling, footer_text
 from selfsup_vis.embedding.large import optimised_mask, placement_note
 from selfsup_vis.embedding.plots import plot_embedding, plot_embedding_grid
-from selfsup_vis.embedding.quality import embedding_quality
+from selfsup_vis.embedding.quality import HEADLINE_K, embedding_quality
 from selfsup_vis.embedding.sampled_quality import placement_knn, sampled_quality
-from selfsup_vis.embedding.space import describe_space
 from selfsup_vis.embedding.thumbnails import load_thumbnails
 from selfsup_vis.features.extraction import layer_file_name
 from selfsup_vis.utils.io import save_npy, write_with
 
-#: the layers of a run are ranked by this quality number (then trustworthiness)
-RANK_METRIC = "knn_feat@20"
+#: the layers of a run are ranked by this quality number of the run's labeling (then
+#: trustworthiness); a numeric labeling by its kNN-regression R² at the same k
+RANK_METRIC = f"knn_feat@{HEADLINE_K}"
+RANK_METRIC_R2 = f"knn_feat_r2@{HEADLINE_K}"
 
 
 @dataclass(frozen=True)
@@ -55,26 +56,37 @@ class LayerMap:
         """The layer as it appears in file names (``embedding_<file_name>.csv``)."""
         return layer_file_name(self.layer)
 
+    @property
+    def method(self) -> str:
+        """How the map was made, in one line (the figures' footer)."""
+        return str(self.params.get("description", {}).get("text") or self.params.get("space", ""))
+
     def summary(self, files: Sequence[Path]) -> dict[str, Any]:
-        """The layer's block of summary.json (``layers.<layer>``)."""
-        return {"quality": self.quality, "embedding": self.params, "embedding_s": self.seconds,
-                "feature_dim": self.feature_dim, "files": [str(f) for f in files]}
+        """The layer's block of summary.json (``layers.<layer>``): ``method`` (t-SNE / UMAP /
+        PCA, backend, effective perplexity and why it was lowered, iterations, space) first."""
+        return {"method": self.params.get("description"), "quality": self.quality, "embedding": self.params,
+                "embedding_s": self.seconds, "feature_dim": self.feature_dim, "files": [str(f) for f in files]}
 
 
 def map_layer(layer: str, features: np.ndarray, labels: np.ndarray, params: EmbedParams, *,
               owner: str, quality_sample: int, extra_labels: Mapping[str, np.ndarray] | None = None,
-              phase: Callable[[str], Any] | None = None) -> LayerMap:
+              labeling: str = "label", exclude_groups: np.ndarray | None = None,
+              exclusion_note: str | None = None, phase: Callable[[str], Any] | None = None) -> LayerMap:
     """Embed ``features`` (N, D; a memmap is fine) with ``params`` and score the map against
-    ``labels`` (and ``extra_labels``) in the same space. When t-SNE optimised only a sample
-    (large N) the 2-D kNN of placed and optimised rows is scored apart, and noted."""
+    ``labels`` — the values of the labeling named ``labeling``, whose numbers are the top-level
+    ones (``quality['labeling']``) — and ``extra_labels`` in the same space; ``exclude_groups``
+    (cue-conflict source images) are left out of every kNN vote. When t-SNE optimised only a
+    sample (large N) the 2-D kNN of placed and optimised rows is scored apart, and noted."""
     what = f"embedding {layer} ({features.shape[0]}×{features.shape[1]}) with {resolve_backend(params.backend)}"
     with phase(what) if phase is not None else nullcontext():
         try:
             res = compute_embedding(np.asarray(features, dtype=np.float32), params)
         except ValueError as err:
             raise ValueError(f"layer {layer!r} of {owner}: {err}") from err
-    quality = embedding_quality(np.asarray(features), res.coords, labels, seed=params.seed, metric=params.metric,
-                                standardize=params.standardize, extra_labels=dict(extra_labels or {}))
+    quality = {"labeling": labeling, **embedding_quality(
+        np.asarray(features), res.coords, labels, seed=params.seed, metric=params.metric,
+        standardize=params.standardize, extra_labels=dict(extra_labels or {}), exclude_groups=exclude_groups,
+        exclusion_note=exclusion_note)}
     optimised = optimised_mask(len(res.coords), res.params.get("large", {}))
     if optimised is not None:  # t-SNE optimised a sample (task.embed_sample), placed the rest
         quality.update(placement_knn(res.coords, labels, optimised, seed=params.seed, sample=quality_sample))
@@ -83,11 +95,13 @@ def map_layer(layer: str, features: np.ndarray, labels: np.ndarray, params: Embe
 
 
 def map_features(layer: str, features: Any, labels: np.ndarray | None, params: EmbedParams, *, source: str,
-                 quality_sample: int, optimised_rows_file: Path, phase: Callable[[str], Any]) -> LayerMap:
+                 quality_sample: int, optimised_rows_file: Path, phase: Callable[[str], Any],
+                 exclude_groups: np.ndarray | None = None, exclusion_note: str | None = None) -> LayerMap:
     """:func:`map_layer` for features the user already has (``FeatureShards``): from
     ``params.large_n`` rows on they are read in chunks and never copied whole, and the quality
     numbers are measured on a seeded ``quality_sample`` over all rows (placed and optimised
-    rows apart, whose indices go to ``optimised_rows_file``)."""
+    rows apart, whose indices go to ``optimised_rows_file``). ``exclude_groups`` as in
+    :func:`map_layer` (all rows in memory only; the sampled path refuses it)."""
     n = len(features)
     large = params.large_n is not None and n >= params.large_n
     x = features if large else features.load()
@@ -101,38 +115,49 @@ def map_features(layer: str, features: Any, labels: np.ndarray | None, params: E
         res.params["large"]["optimised_rows_file"] = str(save_npy(optimised_rows_file, np.flatnonzero(optimised)))
     with phase("quality numbers"):
         if n > quality_sample or optimised is not None:  # over all N, placed and optimised
+            if exclude_groups is not None:
+                raise ValueError(f"task.features={source}: {n} cue-conflict stimuli need exact kNN with same-source "
+                                 f"neighbours excluded; raise task.quality_sample to at least {n}")
             quality = sampled_quality(features, res.coords, labels, seed=params.seed, sample=quality_sample,
                                       metric=params.metric, standardize=params.standardize, optimised=optimised)
         else:
             quality = embedding_quality(x if not large else features.load(), res.coords, labels, seed=params.seed,
-                                        metric=params.metric, standardize=params.standardize)
+                                        metric=params.metric, standardize=params.standardize,
+                                        exclude_groups=exclude_groups, exclusion_note=exclusion_note)
     return LayerMap(layer, res.coords, quality, res.params, res.seconds, int(features.dim),
                     placement_note(res.params.get("large", {}), quality))
 
 
 def write_layer_map(out: Path, layer: str, coords: np.ndarray, labels: np.ndarray, names: Sequence[str],
-                    classes: Sequence[str]) -> list[Path]:
+                    classes: Sequence[str], others: Mapping[str, Labeling] | None = None) -> list[Path]:
     """``embedding_<layer>.npy`` (float32 coordinates) and ``embedding_<layer>.csv`` (path,
-    label, class, x, y: what report.html, replot and users' scripts read back)."""
+    label, class, x, y: what report.html, replot and users' scripts read back; ``label`` /
+    ``class`` are the run's labeling, see :meth:`Labeling.categorical`), then one column per
+    labeling in ``others`` (``label:<name>``: its class or value)."""
     name = layer_file_name(layer)
     npy = save_npy(out / f"embedding_{name}.npy", coords.astype(np.float32))
+    extra = {f"label:{k}": lab.categorical() for k, lab in (others or {}).items()}
 
     def write_csv(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["path", "label", "class", "x", "y"])
-            for n, lab, (x, y) in zip(names, labels, coords):
-                w.writerow([n, int(lab), classes[int(lab)], f"{x:.6g}", f"{y:.6g}"])
+            w.writerow(["path", "label", "class", "x", "y", *extra])
+            for i, (n, lab, (x, y)) in enumerate(zip(names, labels, coords)):
+                w.writerow([n, int(lab), classes[int(lab)], f"{x:.6g}", f"{y:.6g}",
+                            *(cls[int(codes[i])] for codes, cls in extra.values())])
 
     return [npy, write_with(out / f"embedding_{name}.csv", write_csv)]
 
 
-def read_layer_map(run_dir: Path, layer: str) -> tuple[np.ndarray, np.ndarray]:
-    """(coordinates, labels) of ``embedding_<layer>.csv`` in an earlier run directory."""
+def read_layer_map(run_dir: Path, layer: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(coordinates, labels, class names) of ``embedding_<layer>.csv`` in an earlier run
+    directory (the names of the labeling the run was coloured by, from its ``class`` column)."""
     with open(run_dir / f"embedding_{layer_file_name(layer)}.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return (np.array([[float(r["x"]), float(r["y"])] for r in rows], dtype=np.float32),
-            np.array([int(r["label"]) for r in rows]))
+    labels = np.array([int(r["label"]) for r in rows])
+    names = {int(r["label"]): r["class"] for r in rows}
+    return (np.array([[float(r["x"]), float(r["y"])] for r in rows], dtype=np.float32), labels,
+            [names.get(i, str(i)) for i in range(int(labels.max()) + 1 if labels.size else 0)])
 
 
 @dataclass(frozen=True)
@@ -143,7 +168,8 @@ class EarlierRun:
     path: Path
     summary: dict[str, Any]
     provenance: Provenance
-    maps: list[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]]  # layer, coords, labels, quality
+    maps: list[tuple[str, np.ndarray, np.ndarray, list[str], dict[str, Any]]]  # layer, coords, labels,
+    # class names, the layer's block of summary.json
 
     @classmethod
     def read(cls, from_dir: str | None) -> EarlierRun:
@@ -156,15 +182,24 @@ class EarlierRun:
         prov = (Provenance.from_dict({**old["provenance"], "sources": [str(src)]}) if "provenance" in old else
                 Provenance(task="tsne", model=str(old.get("model")), weights="unknown (replotted from a run "
                            "without provenance)", sources=[str(src)]))
-        maps = [(layer, *read_layer_map(src, layer), info["quality"]) for layer, info in old["layers"].items()]
+        maps = [(layer, *read_layer_map(src, layer), info) for layer, info in old["layers"].items()]
         return cls(src, old, prov, maps)
 
     def figures(self) -> list[tuple[str, Figure]]:
         """Each layer's figure, then the grid, drawn as the run first drew them."""
-        classes, model = self.summary["classes"], self.summary["model"]
-        out = [(layer, plot_embedding(xy, lab, classes, f"{model} · {layer}", q)) for layer, xy, lab, q in self.maps]
-        grid = plot_embedding_grid([(la, xy) for la, xy, _, _ in self.maps], self.maps[-1][2], classes,
-                                   {la: q for la, _, _, q in self.maps})
+        model, colour = self.summary["model"], self.summary.get("color_by", "label")
+
+        def footer(info: dict[str, Any]) -> str:
+            method = (info.get("method") or {}).get("text") or info.get("embedding", {}).get("space", "")
+            return f"{method}\ncolour and numbers: {colour}"
+
+        out = [(layer, plot_embedding(xy, lab, cls, f"{model} · {layer}", info["quality"], footer=footer(info),
+                                      color_label=colour))
+               for layer, xy, lab, cls, info in self.maps]
+        last = self.maps[-1]
+        grid = plot_embedding_grid([(m[0], m[1]) for m in self.maps], last[2], last[3],
+                                   {m[0]: m[4]["quality"] for m in self.maps}, footer=footer(last[4]),
+                                   color_label=colour)
         return out + [("", grid)]
 
 
@@ -176,23 +211,30 @@ def layer_figure(m: LayerMap, colour: Labeling, title: str, *, load_image: Calla
     ``thumbnail_grid`` grid."""
     thumbs = (load_thumbnails(m.coords, load_image, indices, thumbnail_grid, thumbnail_size, m.params["seed"])
               if load_image is not None else None)
-    return plot_embedding(m.coords, colour.values, colour.classes, title, quality_for(m.quality, colour),
-                          footer=footer_text(m.params["space"], colour) + (f"\n{m.note}" if m.note else ""),
+    return plot_embedding(m.coords, colour.values, colour.classes, title, m.quality,
+                          footer=footer_text(m.method, colour, _exclusion(m)) + (f"\n{m.note}" if m.note else ""),
                           color_label=colour.name, thumbnails=thumbs, thumbnail_grid=thumbnail_grid,
                           density=density)
 
 
-def grid_figure(maps: Sequence[LayerMap], colour: Labeling, params: EmbedParams) -> Figure:
-    """Every layer's map in one grid, the same colours everywhere."""
+def _exclusion(m: LayerMap) -> str | None:
+    return "same-source neighbours excluded (cue-conflict)" if m.quality.get("knn_exclusion") else None
+
+
+def grid_figure(maps: Sequence[LayerMap], colour: Labeling) -> Figure:
+    """Every layer's map in one grid, the same colours everywhere; the footer says how the
+    maps were made (that of the first layer: every layer has the same samples and settings)."""
     return plot_embedding_grid([(m.layer, m.coords) for m in maps], colour.values, colour.classes,
-                               {m.layer: quality_for(m.quality, colour) for m in maps},
-                               footer=footer_text(describe_space(params.metric, params.standardize), colour),
+                               {m.layer: m.quality for m in maps},
+                               footer=footer_text(maps[0].method, colour, _exclusion(maps[0])),
                                color_label=colour.name)
 
 
 def rank_layers(maps: Sequence[LayerMap]) -> list[dict[str, Any]]:
-    """Layers best first by kNN@20 in feature space (NaN last), then trustworthiness."""
-    ranked = sorted(maps, key=lambda m: (-np.nan_to_num(m.quality.get(RANK_METRIC, np.nan), nan=-1.0),
+    """Layers best first by kNN@HEADLINE_K in feature space of the run's labeling (kNN-R² for
+    a numeric one; NaN last), then trustworthiness."""
+    key = RANK_METRIC_R2 if maps and RANK_METRIC_R2 in maps[0].quality else RANK_METRIC
+    ranked = sorted(maps, key=lambda m: (-np.nan_to_num(m.quality.get(key, np.nan), nan=-1.0),
                                          -m.quality.get("trustworthiness", 0.0)))
-    return [{"layer": m.layer, RANK_METRIC: m.quality.get(RANK_METRIC),
+    return [{"layer": m.layer, "labeling": m.quality.get("labeling", "label"), key: m.quality.get(key),
              "trustworthiness": m.quality.get("trustworthiness")} for m in ranked]

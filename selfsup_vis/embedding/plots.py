@@ -24,6 +24,7 @@ from selfsup_vis.embedding.plots_large import (
     point_style,
     use_density,
 )
+from selfsup_vis.embedding.quality import HEADLINE_K
 from selfsup_vis.embedding.thumbnails import draw_thumbnails
 from selfsup_vis.plotting.text import plain
 
@@ -70,15 +71,17 @@ def class_markers(n: int) -> list[str]:
 
 
 def format_quality(quality: Mapping[str, object] | None) -> str:
-    """Short one-line summary of the quality numbers for titles and corners."""
+    """Short one-line summary of the quality numbers for titles and corners, at the one k
+    (``HEADLINE_K``) the headline, the ranking and report.html show too."""
     if not quality:
         return ""
     parts = []
+    k = HEADLINE_K
     for key, label in (
-        ("knn_feat@10", "kNN@10 feat"),
-        ("knn_2d@10", "kNN@10 2-D"),
-        ("knn_feat_r2@10", "kNN-R²@10 feat"),
-        ("knn_2d_r2@10", "kNN-R²@10 2-D"),
+        (f"knn_feat@{k}", f"kNN@{k} feat"),
+        (f"knn_2d@{k}", f"kNN@{k} 2-D"),
+        (f"knn_feat_r2@{k}", f"kNN-R²@{k} feat"),
+        (f"knn_2d_r2@{k}", f"kNN-R²@{k} 2-D"),
         ("trustworthiness", "trust"),
         ("silhouette_2d", "silh."),
     ):

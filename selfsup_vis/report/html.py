@@ -25,6 +25,7 @@ from selfsup_vis.report.render import (
     human_size,
 )
 from selfsup_vis.report.rundir import RunDir
+from selfsup_vis.report.summaries import HEADLINE_K
 from selfsup_vis.report.sweep import render_sweep_summary
 from selfsup_vis.report.tables import Table, fmt, summary_tables
 from selfsup_vis.report.thumbnails import load_thumbnails
@@ -74,9 +75,10 @@ def _read_embeddings(run: RunDir) -> tuple[dict[str, np.ndarray], np.ndarray, li
         classes_by_label.update({int(r["label"]): r["class"] for r in rows})
         coords[layer] = np.array([[float(r["x"]), float(r["y"])] for r in rows], dtype=np.float32)
     assert labels is not None and paths is not None
-    names = summary.get("classes")
-    if not isinstance(names, list):
-        names = [classes_by_label.get(i, str(i)) for i in range(int(labels.max()) + 1 if labels.size else 0)]
+    # the CSVs' label/class columns are the run's labeling (task.color_by), not always the
+    # dataset's classes; runs written before they were list the dataset's, as summary.classes
+    names = summary.get("classes") if "color_by" not in summary and isinstance(summary.get("classes"), list) else [
+        classes_by_label.get(i, str(i)) for i in range(int(labels.max()) + 1 if labels.size else 0)]
     return coords, labels, [str(c) for c in names], paths
 
 
@@ -97,8 +99,10 @@ def _interactive(run: RunDir, budget: int) -> dict[str, Any]:
     titles = {}
     for layer in coords:
         q = (layers.get(layer) or {}).get("quality", {}) if isinstance(layers, Mapping) else {}
-        knn = q.get("knn_feat@20")
-        titles[layer] = f"{layer}" + (f" · kNN@20 (features) {fmt(knn)}" if knn is not None else "")
+        knn = q.get(f"knn_feat@{HEADLINE_K}")
+        what = q.get("labeling", "label")
+        titles[layer] = f"{layer} · colour: {what}" + (f" · kNN@{HEADLINE_K} (features) {fmt(knn)}"
+                                                       if knn is not None else "")
     table = EmbeddingTable(coords, labels, classes, paths, thumbs)
     script, divs, n_thumbs = embedding_plots(table, titles, max_thumbnail_bytes=budget)
     return {"embeddings": [{"layer": la, "div": divs[la]} for la in coords],

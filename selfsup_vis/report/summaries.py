@@ -14,8 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-#: per-layer quality numbers every embedding headline carries
-KNN_KEYS = ("knn_feat@20", "knn_2d@20", "trustworthiness")
+#: the one k of every kNN number shown: figures, headline, layer ranking, report.html
+from selfsup_vis.embedding.quality import HEADLINE_K
+
+#: per-layer quality numbers every embedding headline carries (those of the run's labeling,
+#: ``task.color_by``; a numeric labeling has the kNN-regression R² instead of accuracy)
+KNN_KEYS = (f"knn_feat@{HEADLINE_K}", f"knn_2d@{HEADLINE_K}", f"knn_feat_r2@{HEADLINE_K}",
+            f"knn_2d_r2@{HEADLINE_K}", "trustworthiness")
 
 
 def _num(x: Any) -> float | None:
@@ -64,8 +69,9 @@ class TsneSummary(TaskSummary):
     space: str  # the space of the embedding and of every number
     metric: str
     standardize: bool
-    color_by: str
-    labelings: dict[str, Any]
+    color_by: str  # the labeling every number, ranking, headline, map and file is about
+    method: dict[str, Any]  # how the maps were made (t-SNE/UMAP/PCA, backend, perplexity, ...)
+    labelings: dict[str, Any]  # every labeling by name: its classes and each layer's numbers
     feature_cache: str
     exports: dict[str, Any]
     skipped_corrupt: list[dict[str, Any]]
@@ -73,6 +79,8 @@ class TsneSummary(TaskSummary):
     timings: dict[str, float]
     layers: dict[str, Any]
     ranking: list[dict[str, Any]]
+    #: cue-conflict stimuli: which neighbours leave-one-out kNN does not count, and why
+    knn_exclusion: str | None = field(default=None, metadata={"omit_if_none": True})
 
     def headline(self) -> dict[str, float]:
         return layer_headline(self.layers)
@@ -91,11 +99,13 @@ class TsneFeaturesSummary(TaskSummary):
     classes: list[str]
     seed: int
     space: str
+    method: dict[str, Any]  # how the map was made (t-SNE/UMAP/PCA, backend, perplexity, ...)
     metric: str
     standardize: bool
     projector: dict[str, Any] | None
     timings: dict[str, float]
     layers: dict[str, Any]
+    knn_exclusion: str | None = field(default=None, metadata={"omit_if_none": True})
 
     def headline(self) -> dict[str, float]:
         return layer_headline(self.layers)
@@ -123,6 +133,8 @@ class CompareSummary(TaskSummary):
     cka: dict[str, Any]
     timings: dict[str, float]
     files: list[str]
+    method: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
+    knn_exclusion: str | None = field(default=None, metadata={"omit_if_none": True})
 
     def headline(self) -> dict[str, float]:
         """Each model's panel layer (the map shown side by side): kNN@20 in feature space and

@@ -36,11 +36,12 @@ from selfsup_vis.embedding import (
     EmbedParams,
     LayerMap,
     footer_text,
-    labeling_values,
+    labeling_numbers,
     map_layer,
     parse_labeling_specs,
     quality_for,
     resolve_labelings,
+    scoring,
 )
 from selfsup_vis.embedding.compare import INIT_STD, align_maps, cka_matrix, shared_init
 from selfsup_vis.embedding.compare_plots import (
@@ -200,7 +201,8 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     params = EmbedParams.from_config(t, init=shared_init(
         first.features.array(first.panel_layer), str(_value(t.metric)), bool(t.standardize),
         str(_value(t.init)), int(t.seed)))
-    models = [_embed(m, subset, params, labeling_values(labelings)) for m in models]
+    score = scoring(colour, labelings, subset.names)  # colour labeling's numbers; cue-conflict exclusion
+    models = [_embed(m, params, score) for m in models]
     models = [_aligned(m, models[0].maps[first.panel_layer].coords, run.dir) for m in models]
 
     names = [m.entry.name for m in models]
@@ -211,13 +213,14 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         dataset=dm.name, split=split, n=subset.n))
     first = models[0]
     space = first.maps[first.panel_layer].params["space"]
-    files = _panels(run, models, colour, subset, space) + _curves(run, models, space)
+    files = _panels(run, models, colour, subset, space) + _curves(run, models, space, colour.name)
     cka, cka_s = _cka(run, t, models, files) if t.cka else ({}, 0.0)
 
     summary = CompareSummary(
         dataset=dm.name, split=split, n_samples=subset.n, classes=subset.classes, seed=int(t.seed), space=space,
         metric=params.metric, standardize=params.standardize, color_by=colour.name,
-        labelings={lab.name: lab.summary() for lab in (colour, *labelings.values())},
+        labelings=labeling_numbers(colour, labelings, {f"{m.entry.name} · {la}": lm.quality
+                                                       for m in models for la, lm in m.maps.items()}),
         initialisation=f"shared {_value(t.init)} (std {INIT_STD})",
         alignment=f"orthogonal Procrustes (reflections, isotropic scale) onto {first.entry.name} · {first.panel_layer}",
         models=[{"name": m.entry.name, "kind": m.entry.kind,
@@ -229,7 +232,8 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         timings={"extraction_s": sum(m.features.extraction_s for m in models),
                  "embedding_s": sum(lm.seconds for m in models for lm in m.maps.values()), "cka_s": cka_s,
                  "total_s": time.perf_counter() - start},
-        files=[str(f) for f in files])
+        files=[str(f) for f in files], method=first.maps[first.panel_layer].params["description"],
+        knn_exclusion=score["exclusion_note"])
     return run.write_summary(summary)
 
 
@@ -268,9 +272,9 @@ def _pixels(cfg: DictConfig, e: Entry, dm: Any, data: Any, subset: Subset, out: 
     return Compared(e, [PIXELS], PIXELS, None, FeatureSet.open(e.name, {PIXELS: path}, subset.names))
 
 
-def _embed(m: Compared, subset: Subset, params: EmbedParams, extra: dict[str, np.ndarray]) -> Compared:
-    maps = {la: map_layer(la, m.features.array(la), subset.labels, params, owner=m.entry.name,
-                          quality_sample=subset.n, extra_labels=extra, phase=phase)  # (never placed)
+def _embed(m: Compared, params: EmbedParams, score: dict[str, Any]) -> Compared:
+    maps = {la: map_layer(la, m.features.array(la), params=params, owner=m.entry.name,
+                          quality_sample=len(score["labels"]), phase=phase, **score)  # (never placed)
             for la in m.features.layers}
     return replace(m, maps=maps)
 
@@ -294,18 +298,26 @@ def _panels(run: TaskRun, models: list[Compared], colour: Any, subset: Subset, s
         {title: quality_for(m.maps[m.panel_layer].quality, colour) for title, m in zip(titles, models)},
         [m.provenance is not None and m.provenance.random for m in models], ncols=min(len(models), 4),
         title=f"{len(models)} models on the same {subset.n} images · aligned (orthogonal Procrustes) to "
-              f"{models[0].entry.name}", footer=footer_text(space, colour) + " · shared initialisation",
+              f"{models[0].entry.name}",
+        footer=footer_text(models[0].maps[models[0].panel_layer].method, colour,
+                           "same-source neighbours excluded (cue-conflict)" if score_excluded(models) else None)
+        + " · shared initialisation",
         color_label=colour.name)
     return run.figure(fig, "compare_panels", "compare/panels")
 
 
-def _curves(run: TaskRun, models: list[Compared], space: str) -> list[Path]:
+def score_excluded(models: list[Compared]) -> bool:
+    """Whether the kNN numbers left same-source cue-conflict neighbours out."""
+    return any(lm.quality.get("knn_exclusion") for m in models for lm in m.maps.values())
+
+
+def _curves(run: TaskRun, models: list[Compared], space: str, labeling: str) -> list[Path]:
     """Quality by relative depth, one line per model: ``layer_curves.csv`` and its figure."""
     rows = [[m.entry.name, la, round(j / max(len(m.layers) - 1, 1), 4), *(m.maps[la].quality.get(k) for k in CURVE_KEYS)]
             for m in models for j, la in enumerate(m.layers) if la in m.maps]
     files = [_save_csv(run.dir / "layer_curves.csv", ["model", "layer", "relative_depth", *CURVE_KEYS], rows)]
     curves = {m.entry.name: [(la, m.maps[la].quality) for la in m.layers if la in m.maps] for m in models}
-    fig = plot_layer_curves(curves, title=f"quality by depth · space: {space} · labels: dataset classes")
+    fig = plot_layer_curves(curves, title=f"quality by depth · space: {space} · labels: {labeling}")
     return files + run.figure(fig, "layer_curves", "compare/layer_curves")
 
 

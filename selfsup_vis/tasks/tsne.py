@@ -18,14 +18,17 @@ from tqdm.auto import tqdm
 
 from selfsup_vis.embedding import (
     EmbedParams,
+    Labeling,
     LayerMap,
     grid_figure,
-    labeling_values,
+    labeling_numbers,
     layer_figure,
     map_layer,
     parse_labeling_specs,
     rank_layers,
     resolve_labelings,
+    scoring,
+    write_labels,
     write_layer_map,
 )
 from selfsup_vis.features.pipeline import FeatureSet, subset_features
@@ -65,14 +68,16 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     if features is None:  # not rank zero: the maps are drawn on rank zero only
         return {}
     subset.write(run.dir)
+    write_labels(run.dir, colour, subset.labels)  # labels.npy: the colour labeling's
 
     params = EmbedParams.from_config(t, init=t.init)
+    score, (codes, classes) = scoring(colour, labelings, subset.names), colour.categorical()
     maps: list[LayerMap] = []
     layer_summaries: dict[str, Any] = {}
     for layer in tqdm(layers, desc="embedding layers", unit="layer", disable=len(layers) < 2):
-        m = map_layer(layer, features.array(layer), subset.labels, params, owner=model.model_name,
-                      quality_sample=int(t.quality_sample), extra_labels=labeling_values(labelings), phase=phase)
-        files = write_layer_map(run.dir, layer, m.coords, subset.labels, subset.names, subset.classes)
+        m = map_layer(layer, features.array(layer), params=params, owner=model.model_name,
+                      quality_sample=int(t.quality_sample), phase=phase, **score)
+        files = write_layer_map(run.dir, layer, m.coords, codes, subset.names, classes, labelings)
         fig = layer_figure(m, colour, f"{model.model_name} · {layer}", indices=subset.indices,
                            load_image=data.load_image if t.thumbnails else None,
                            thumbnail_grid=int(t.thumbnail_grid), thumbnail_size=int(t.thumbnail_size))
@@ -80,14 +85,15 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         run.scalars({f"tsne/{layer}/{k}": v for k, v in m.quality.items()})
         maps.append(m)
         layer_summaries[layer] = m.summary(files)
-    run.figure(grid_figure(maps, colour, params), "tsne_grid", "tsne/grid")
-    exports = _exports(t, run, data, subset, features, maps)
+    run.figure(grid_figure(maps, colour), "tsne_grid", "tsne/grid")
+    exports = _exports(t, run, data, subset, features, maps, colour)
 
     summary = TsneSummary(
         model=model.model_name, checkpoint=cfg.model.get("checkpoint"), dataset=dm.name, split=split,
         n_samples=subset.n, classes=subset.classes, seed=int(t.seed), space=maps[0].params["space"],
         metric=params.metric, standardize=params.standardize, color_by=colour.name,
-        labelings={lab.name: lab.summary() for lab in (colour, *labelings.values())},
+        method=maps[0].params["description"], knn_exclusion=score["exclusion_note"],
+        labelings=labeling_numbers(colour, labelings, {m.layer: m.quality for m in maps}),
         feature_cache=str(features.cache_dir), exports=exports, skipped_corrupt=subset.skipped,
         decode=dm.gpu_decode.used,
         timings={"extraction_s": features.extraction_s, "embedding_s": sum(m.seconds for m in maps)},
@@ -96,19 +102,20 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
 
 
 def _exports(t: DictConfig, run: TaskRun, data: Any, subset: Subset, features: FeatureSet,
-             maps: list[LayerMap]) -> dict[str, Any]:
+             maps: list[LayerMap], colour: Labeling) -> dict[str, Any]:
     """A seeded sample to the TensorBoard projector / W&B tables; report thumbnails and the
-    requested ``task.export`` files. Returns the files for the summary."""
+    requested ``task.export`` files, all labelled by ``colour``. Returns the files for the summary."""
     coords = {m.layer: m.coords for m in maps}
+    codes, classes = colour.categorical()
     arrays = {la: features.array(la) for la in features.layers}
     if t.projector:
         with phase("exporting embeddings to the projector"):
             export_projector(run.loggers, projector_rows(subset.n, int(t.projector_max_samples), int(t.seed)),
-                             arrays, coords, subset.labels, subset.names, subset.classes,
+                             arrays, coords, codes, subset.names, classes,
                              sprite_size=int(t.sprite_size), load_image=data.load_image,
                              image_indices=subset.indices)
     with phase("thumbnails for report.html" + (f" and exports {list(t.export)}" if t.export else "")):
         return write_embedding_exports(  # report hover thumbnails, Embedding Atlas parquet
-            run.dir, data.load_image, subset.indices, subset.labels, subset.names, subset.classes, coords,
+            run.dir, data.load_image, subset.indices, codes, subset.names, classes, coords,
             arrays, [str(e) for e in t.export], int(t.report_thumbnails), int(t.thumbnail_size),
             int(t.atlas_neighbors), int(t.seed))

@@ -10,7 +10,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from selfsup_vis.checkpoints.provenance import Provenance
-from selfsup_vis.embedding import EarlierRun, EmbedParams, map_features, write_layer_map
+from selfsup_vis.embedding import (
+    EarlierRun,
+    EmbedParams,
+    map_features,
+    stimulus_sources,
+    write_layer_map,
+)
+from selfsup_vis.embedding.labels import SOURCE_EXCLUSION
 from selfsup_vis.embedding.plots import plot_embedding
 from selfsup_vis.features.external import FeatureShards, load_labels
 from selfsup_vis.features.extraction import layer_file_name
@@ -54,14 +61,16 @@ def embed_precomputed(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     params = EmbedParams.from_config(t, init=t.init)
     log.info("task.features: %s (%d×%d, %.2f GB on disk), %s path", feats, n, feats.dim, feats.nbytes_on_disk / 1e9,
              "memory-bounded" if params.large_n is not None and n >= params.large_n else "in-memory")
+    groups = stimulus_sources(lab.paths) if lab.paths else None  # cue-conflict: same-source neighbours out
     m = map_features(layer, feats, labels, params, source=str(feats.source), quality_sample=int(t.quality_sample),
-                     optimised_rows_file=run.dir / "optimised_rows.npy", phase=phase)
+                     optimised_rows_file=run.dir / "optimised_rows.npy", phase=phase, exclude_groups=groups,
+                     exclusion_note=SOURCE_EXCLUSION if groups is not None else None)
     with phase("coordinates (.npy, .csv)"):
         files = write_layer_map(run.dir, layer, m.coords, lab.labels, names, lab.classes)
     sub = m.quality.get("quality_subsample")
     title = f"{layer} · n={n}" + (f" · quality on {sub['n']} sampled" if sub and sub["n"] < n else "")
     fig = plot_embedding(m.coords, labels, lab.classes, title, m.quality, density=t.density,
-                         footer=m.params["space"] + (f"\n{m.note}" if m.note else ""))
+                         footer=m.method + (f"\n{m.note}" if m.note else ""))
     files += run.figure(fig, f"tsne_{m.file_name}", f"tsne/{layer}")
     run.scalars({f"tsne/{layer}/{k}": v for k, v in m.quality.items()})
     projector = None
@@ -75,7 +84,8 @@ def embed_precomputed(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     summary = TsneFeaturesSummary(
         model="precomputed features", features=str(feats.source), feature_files=[str(sh.path) for sh in feats.shards],
         labels_file=str(lab.source) if lab.source else None, n_samples=n, feature_dim=feats.dim,
-        classes=lab.classes, seed=int(t.seed), space=m.params["space"], metric=params.metric,
+        classes=lab.classes, seed=int(t.seed), space=m.params["space"], method=m.params["description"],
+        knn_exclusion=m.quality.get("knn_exclusion"), metric=params.metric,
         standardize=params.standardize, projector=projector, timings={"embedding_s": m.seconds},
         layers={layer: m.summary(files)})
     return run.write_summary(summary)
