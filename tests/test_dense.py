@@ -167,6 +167,33 @@ def test_dense_snapshot_during_pretrain(compose_in, tmp_path):
 # ------------------------------------------------------------------------------ IoU: trained vs random
 VIT = ["model=timm", "model.name=vit_tiny_test", "model.model_name=vit_tiny_patch16_224", "model.img_size=64",
        "model.num_classes=4", "+model.model_kwargs={img_size: 64, patch_size: 8, embed_dim: 64, depth: 4, num_heads: 4}"]
+# Objects anywhere in the frame (the centre blob is no help) on a background of another texture in
+# colours drawn like the object's (random features cannot split them by pixel statistics). On the
+# default data (centred shapes, flat grey background) a random ViT and the centre blob are both as
+# good as a trained one: see the README's dense section for the numbers.
+HARD = {"placement": "anywhere", "background": "texture"}
+
+
+def test_synthetic_placement_and_background_options():
+    """The defaults draw what they always drew; ``anywhere`` puts objects off-centre, fully inside
+    the frame; ``texture`` fills the background with a pattern of the object's contrast."""
+    plain = SyntheticShapes("train", 4, 64, 4, seed=1)
+    explicit = SyntheticShapes("train", 4, 64, 4, seed=1, placement="centred", background="flat")
+    hard = SyntheticShapes("train", 4, 64, 4, seed=1, **HARD)
+    assert all(np.array_equal(np.asarray(plain.load_image(i)), np.asarray(explicit.load_image(i))) for i in range(16))
+    centres, stds = [], []
+    for i in range(16):
+        m = hard.object_mask(i)
+        ys, xs = np.nonzero(m)
+        assert 0 < m.mean() < 0.25  # smaller than the centred ones, never cut by the frame
+        centres.append(np.hypot(ys.mean() - 31.5, xs.mean() - 31.5))
+        img = np.asarray(hard.load_image(i)).astype(float)
+        stds.append((img[~m].std(), img[m].std()))
+    assert np.median(centres) > 8 and max(centres) > 15  # off-centre (centred: within ±5 px)
+    bg, fg = np.array(stds).T
+    assert (bg > 30).all() and np.median(bg / fg) == pytest.approx(1, abs=0.5)  # textured as the object
+    with pytest.raises(ValueError, match=r"placement 'left' unknown; valid: \['centred', 'anywhere'\]"):
+        SyntheticShapes("train", placement="left")
 
 
 def _train_vit(path: Path, steps: int) -> None:
@@ -174,7 +201,8 @@ def _train_vit(path: Path, steps: int) -> None:
     cfg = compose_cfg(VIT)
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    ds = SyntheticShapes("train", 4, 64, 32, seed=0, transform=pipeline_for_model(cfg.model, "eval", crop_pct=None))
+    ds = SyntheticShapes("train", 4, 64, 32, seed=0, transform=pipeline_for_model(cfg.model, "eval", crop_pct=None),
+                         **HARD)
     x, y = torch.stack([ds[i]["image"] for i in range(len(ds))]), torch.tensor(ds.labels)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
@@ -188,21 +216,36 @@ def _train_vit(path: Path, steps: int) -> None:
     torch.save(model.state_dict(), path)
 
 
-def _iou(tmp_path: Path, checkpoint: Path | None) -> dict:
+def _write_unseen(root: Path) -> tuple[Path, Path]:
+    """24 unseen images (seed 1) and their object masks as files: task.images + task.masks_root."""
+    ds = SyntheticShapes("train", 4, 64, 6, seed=1, **HARD)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(len(ds)):
+        ds.load_image(i).save(root / "images" / f"{i:02d}.png")
+        Image.fromarray(ds.object_mask(i).astype(np.uint8) * 255).save(root / "masks" / f"{i:02d}.png")
+    return root / "images", root / "masks"
+
+
+def _iou(tmp_path: Path, checkpoint: Path | None, images: Path, masks: Path) -> dict:
     cfg = compose_cfg(["task=dense", *VIT, f"model.checkpoint={checkpoint or 'null'}", "task.layers=[block3]",
-                       "task.max_images=24", "dataset.num_classes=4", "dataset.samples_per_class=6",
-                       "dataset.seed=1", "task.max_pairs=0", "logger=none", *QUIET],  # unseen images
+                       f"task.images=[{images}]", f"task.masks_root={masks}", "task.max_images=24",
+                       "task.max_pairs=0", "logger=none", *QUIET],
                       tmp_path / ("trained" if checkpoint else "random"))
     return run_task(cfg)["layers"]["block3"]["iou"]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured: a tiny ViT classifier trained 150 steps on synthetic shapes does not get a "
-                          "PC1 foreground better than random weights or a centred disc (see the README)", strict=False)
+@pytest.mark.xfail(reason="measured (README, dense): on off-centre shapes over a textured background the centre "
+                          "blob is weak (0.14) and random weights fail (0.09), but 150 AdamW steps do not train the "
+                          "tiny ViT (unseen accuracy 0.17-0.33 of 4 classes) and its IoU stays 0.11; on a flat background "
+                          "random weights reach 0.45, trained 0.51 (0.53 after 300 steps)", strict=False)
 def test_foreground_iou_trained_vs_random_vs_centre_blob(tmp_path):
     ckpt = tmp_path / "vit.pt"
     _train_vit(ckpt, steps=150)
-    trained, random = _iou(tmp_path, ckpt), _iou(tmp_path, None)
+    images, masks = _write_unseen(tmp_path / "unseen")
+    trained, random = _iou(tmp_path, ckpt, images, masks), _iou(tmp_path, None, images, masks)
     print({"trained": trained, "random": random})
+    assert trained["centre_blob_iou"] == random["centre_blob_iou"]  # the same images and masks
     assert trained["iou"] >= random["iou"] + 0.1
     assert trained["iou"] >= trained["centre_blob_iou"] + 0.05

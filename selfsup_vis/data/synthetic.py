@@ -29,6 +29,8 @@ TEXTURES = [
     "zigzag", "rings", "stripes135", "hatch",
 ]  # fmt: skip
 SPLITS = ("train", "val", "conflict", "shape_only", "texture_only")
+PLACEMENTS = ("centred", "anywhere")
+BACKGROUNDS = ("flat", "texture")
 _SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
 _SUPERSAMPLE = 2
 
@@ -120,9 +122,11 @@ def render(
     rng: np.random.Generator,
     shape: str | None,
     texture: str | None,
+    placement: str = "centred",
+    background: str = "flat",
 ) -> Image.Image:
     """One RGB image: ``shape`` (None = whole frame) filled with ``texture`` (None = flat)."""
-    return render_with_mask(size, rng, shape, texture)[0]
+    return render_with_mask(size, rng, shape, texture, placement, background)[0]
 
 
 def render_with_mask(
@@ -130,14 +134,25 @@ def render_with_mask(
     rng: np.random.Generator,
     shape: str | None,
     texture: str | None,
+    placement: str = "centred",
+    background: str = "flat",
 ) -> tuple[Image.Image, np.ndarray]:
     """The image of :func:`render` (same RNG draws, same pixels) and the shape's coverage
-    (size, size) float32 in [0, 1], box-downsampled like the image (all ones without a shape)."""
+    (size, size) float32 in [0, 1], box-downsampled like the image (all ones without a shape).
+
+    ``placement``: ``centred`` (scale 0.55–0.8 of the half-frame, centre within ±0.15) or
+    ``anywhere`` (scale 0.3–0.5, anywhere fully inside the frame: a centred prior is no help).
+    ``background``: ``flat`` (light grey) or ``texture`` (a random other texture in two colours
+    drawn like the shape's: the same low-level statistics, so only the shape tells them apart).
+    The defaults draw exactly the random numbers they always drew (same images)."""
+    if placement not in PLACEMENTS or background not in BACKGROUNDS:
+        raise ValueError(f"synthetic placement {placement!r} / background {background!r} unknown; "
+                         f"valid: {list(PLACEMENTS)} / {list(BACKGROUNDS)}")
     s = size * _SUPERSAMPLE
     lin = (np.arange(s) + 0.5) / s * 2 - 1
     yy, xx = np.meshgrid(lin, lin, indexing="ij")
-    background = np.clip(rng.uniform(0.75, 0.95) + rng.normal(0, 0.03, (s, s, 1)), 0, 1)
-    background = background * np.ones(3)
+    background_img = np.clip(rng.uniform(0.75, 0.95) + rng.normal(0, 0.03, (s, s, 1)), 0, 1)
+    background_img = background_img * np.ones(3)
     if texture is None:
         fill = np.ones((s, s, 3)) * rng.uniform(0.05, 0.55, 3)
     else:
@@ -148,14 +163,23 @@ def render_with_mask(
     if shape is None:
         img = fill
     else:
-        scale = rng.uniform(0.55, 0.8)
-        cx, cy = rng.uniform(-0.15, 0.15, 2)
+        if placement == "centred":
+            scale = rng.uniform(0.55, 0.8)
+            cx, cy = rng.uniform(-0.15, 0.15, 2)
+        else:
+            scale = rng.uniform(0.3, 0.5)
+            cx, cy = rng.uniform(-(1 - scale), 1 - scale, 2)
         angle = rng.uniform(-math.pi / 12, math.pi / 12)
         u, v = (xx - cx) / scale, (yy - cy) / scale
         ur = u * math.cos(angle) + v * math.sin(angle)
         vr = -u * math.sin(angle) + v * math.cos(angle)
         inside = shape_mask(shape, ur, -vr)[..., None]
-        img = np.where(inside, fill, background)
+        if background == "texture":
+            other = [t for t in TEXTURES if t != texture]
+            c0, c1 = _two_colours(rng)
+            pattern = texture_pattern(other[int(rng.integers(len(other)))], xx, yy, rng)[..., None]
+            background_img = pattern * c1 + (1 - pattern) * c0
+        img = np.where(inside, fill, background_img)
     pil = Image.fromarray((img * 255).round().astype(np.uint8), "RGB")
     cover = Image.fromarray(inside[..., 0].astype(np.float32), "F").resize((size, size), Image.Resampling.BOX)
     return pil.resize((size, size), Image.Resampling.BOX), np.asarray(cover, dtype=np.float32)
@@ -173,6 +197,8 @@ class SyntheticShapes(ImageDataset):
         conflict_per_pair: int = 1,
         seed: int = 0,
         transform: Callable[[Image.Image], dict[str, Any]] | None = None,
+        placement: str = "centred",
+        background: str = "flat",
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"synthetic split {split!r} unknown; valid: {list(SPLITS)}")
@@ -180,7 +206,12 @@ class SyntheticShapes(ImageDataset):
             raise ValueError(f"synthetic num_classes must be in [2, {len(SHAPES)}], got {num_classes}")
         if image_size < 16:
             raise ValueError(f"synthetic image_size must be >= 16, got {image_size}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"synthetic placement {placement!r} unknown; valid: {list(PLACEMENTS)}")
+        if background not in BACKGROUNDS:
+            raise ValueError(f"synthetic background {background!r} unknown; valid: {list(BACKGROUNDS)}")
         self.split, self.image_size, self.seed = split, image_size, seed
+        self.placement, self.background = placement, background
         classes = SHAPES[:num_classes]
         self.textures = TEXTURES[:num_classes]
         k = num_classes
@@ -207,7 +238,7 @@ class SyntheticShapes(ImageDataset):
         rng = np.random.default_rng((self.seed, _SPLIT_CODE[self.split], index))
         shape = None if self.split == "texture_only" else self.classes[shape_idx]
         texture = None if self.split == "shape_only" else self.textures[texture_idx]
-        return render_with_mask(self.image_size, rng, shape, texture)
+        return render_with_mask(self.image_size, rng, shape, texture, self.placement, self.background)
 
     def load_image(self, index: int) -> Image.Image:
         return self._render(index)[0]
