@@ -157,11 +157,46 @@ def test_pretrain_signalled_before_its_limit_requeues_and_resumes(tmp_path, rank
     assert resumed and resumed["path"].endswith("requeue.ckpt") and resumed["global_step"] >= 5
     assert summary["global_step"] == 80 > resumed["global_step"]
     log = (job_dir / "selfsup_vis.log").read_text()
-    assert "checkpointing and requeuing after this batch" in log and f"resuming from {resumed['path']}" in log
+    assert "checkpointing after this batch" in log and f"resuming from {resumed['path']}" in log
     assert json.loads((job_dir / "status.json").read_text())["status"] == "done"
     runs = list((job_dir / "wandb").glob("offline-run-*"))  # the W&B id (a hash of the job dir) is kept
     assert len({r.name.rsplit("-", 1)[1] for r in runs}) == 1 and len(runs) == 2
     print(f"ranks={ranks}: signalled, requeued, resumed at step {resumed['global_step']} -> {summary['global_step']}")
+
+
+def test_plain_scancel_ends_the_job_cancelled_without_requeue(tmp_path):
+    """Issue 24: ``scancel`` (TERM without the pre-timeout USR signal) is not a preemption: the
+    training job checkpoints, ends ``cancelled`` and is not requeued; the submitting command
+    returns (the CI Slurm has no sacct: the wait reads scontrol and the status file)."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MPLBACKEND": "Agg",
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "selfsup_vis", "-m", "hydra/launcher=slurm", *TINY_PRETRAIN, "trainer=cpu",
+         "trainer.max_steps=100000", "logger=csv", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while not list(sweep.glob("*/checkpoints/last.ckpt")):  # training is under way
+            assert cli.poll() is None and time.time() < deadline, "no checkpoint before the cancel"
+            time.sleep(0.5)
+        (status,) = statuses(sweep)
+        job_id = status["slurm_job_id"]
+        subprocess.run(["scancel", job_id], check=True)
+        out, _ = cli.communicate(timeout=240)  # the submitter returns
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode != 0
+    state = final_state(job_id)
+    assert state["JobState"] == "CANCELLED" and state.get("Restarts", "0") == "0", state
+    (job_dir,) = [p.parent for p in sweep.glob("*/status.json")]
+    record = json.loads((job_dir / "status.json").read_text())
+    assert record["status"] == "cancelled" and record["signal"] == 15, record
+    assert json.loads((job_dir / "summary.json").read_text())["status"] == "cancelled"
+    assert (job_dir / "checkpoints" / "requeue.ckpt").is_file()
+    assert "scontrol requeue" not in (job_dir / "selfsup_vis.log").read_text()
+    assert "cancelled" in out
 
 
 def test_ci_scripts_are_executable():

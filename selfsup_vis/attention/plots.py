@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from selfsup_vis.plotting.log import new_figure
 from selfsup_vis.plotting.provenance import ProvenanceLike, add_provenance
+from selfsup_vis.plotting.text import plain
 
 
 def display_scale(m: np.ndarray) -> np.ndarray:
@@ -30,7 +31,7 @@ def _overlay(ax, image: np.ndarray, m: np.ndarray, alpha: float, cmap: str, titl
     ax.imshow(display_scale(m), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     if mask is not None:
         ax.contour(mask.astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
-    ax.set_title(title, fontsize=7)
+    ax.set_title(plain(title), fontsize=7)
     ax.axis("off")
 
 
@@ -57,7 +58,7 @@ def image_figure(image: np.ndarray, maps: np.ndarray, labels: Sequence[str], tit
     for ax in axes[n:]:
         ax.axis("off")
     _colorbar(fig, list(axes[:n]), cmap)
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(plain(title), fontsize=8)
     if prov is not None:
         add_provenance(fig, prov)
     return fig
@@ -82,12 +83,12 @@ def grid_figure(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], labels
         r, c = divmod(i, cols_img)
         a0 = axes[r, c * per]
         a0.imshow(images[i])
-        a0.set_title(str(names[i])[:28], fontsize=6)
+        a0.set_title(plain(str(names[i])[:28]), fontsize=6)
         for j in range(k):
             m = masks[i] if masks is not None else None
             _overlay(axes[r, c * per + 1 + j], images[i], maps[i][j], alpha, cmap, labels[i][j][:28], m)
     _colorbar(fig, list(axes.ravel()), cmap)
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(plain(title), fontsize=8)
     if prov is not None:
         add_provenance(fig, prov)
     return fig

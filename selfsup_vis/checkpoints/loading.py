@@ -27,6 +27,7 @@ from selfsup_vis.utils.download import (
     download_file,
     read_head,
     show_head,
+    structure_problem,
     url_cache_path,
 )
 
@@ -67,12 +68,13 @@ def resolve_checkpoint(path_or_url: str | os.PathLike, sha256: str | None = None
 
 
 def _checkpoint_content_problem(head: bytes) -> str | None:
-    """Why data starting with ``head`` cannot be a PyTorch checkpoint (zip or pickle), or None."""
+    """Why data starting with ``head`` cannot be a checkpoint (PyTorch zip or pickle, or
+    safetensors), or None."""
     kind = describe_content(head)
-    if kind.startswith(("zip archive", "a pickle")):
+    if kind.startswith(("zip archive", "a pickle", "a safetensors file")):
         return None
     starts = f"; it starts with {show_head(head)}" if head else ""
-    return f"it is {kind}, not a PyTorch checkpoint (zip or pickle){starts}"
+    return f"it is {kind}, not a PyTorch checkpoint (zip or pickle) or safetensors file{starts}"
 
 
 def _downloaded_checkpoint_problem(path: Path, head: bytes, content_type: str | None) -> str | None:
@@ -83,18 +85,42 @@ def _downloaded_checkpoint_problem(path: Path, head: bytes, content_type: str | 
 # ---------------------------------------------------------------------------------------------
 # Safe load and container unwrapping
 # ---------------------------------------------------------------------------------------------
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors (memory-mapped), after its header was checked against
+    the file size; every error names the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    problem = structure_problem(path)[1]
+    if problem:
+        raise CheckpointError(f"cannot load checkpoint {path} ({path.stat().st_size} bytes, "
+                              f"safetensors): {problem}. An interrupted download or copy?")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read safetensors checkpoint {path}: {e}") from e
+
+
 def safe_load(path: str | os.PathLike) -> object:
-    """``torch.load`` with ``weights_only=True`` (memory-mapped when the format allows)."""
+    """Read a checkpoint by its content, whatever its extension: safetensors with
+    ``safetensors``, zip/pickle with ``torch.load(weights_only=True)`` (memory-mapped when the
+    format allows)."""
     path = Path(path)
     try:
-        problem = _checkpoint_content_problem(read_head(path))
+        head = read_head(path)
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    problem = _checkpoint_content_problem(head)
     if problem:
         size = path.stat().st_size
         raise CheckpointError(f"cannot load checkpoint {path} ({size} bytes): {problem}. "
                               "An interrupted download or copy, or the wrong file?")
+    if describe_content(head).startswith("a safetensors file"):
+        return _load_safetensors(path)
     try:
+        if path.suffix.lower() == ".safetensors":  # torch.load picks safetensors by the name
+            with open(path, "rb") as f:
+                return torch.load(f, map_location="cpu", weights_only=True)
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as e:  # legacy (non-zip) format cannot be memory-mapped

@@ -150,6 +150,66 @@ def schema_errors(node: DictConfig, prefix: str) -> list[str]:
     return errs
 
 
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _get(node: DictConfig, key: str) -> Any:
+    """``node[key]``, or None when absent or only resolvable by the running job."""
+    try:
+        return node[key] if key in node else None
+    except OmegaConfBaseException:
+        return None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def task_value_errors(cfg: DictConfig) -> list[str]:
+    """Values of ``task`` whose meaning depends on their kind or on other keys (the schema's
+    ``Any`` fields and cross-key rules), refused before any data or model is touched."""
+    task = cfg.get("task") if isinstance(cfg, DictConfig) else None
+    if not isinstance(task, DictConfig):
+        return []
+    errs: list[str] = []
+    device = _get(task, "device")
+    if device is not None and not _DEVICE.match(str(device)):
+        errs.append(f"task.device={device!r}: unknown device; use auto, cpu, cuda, cuda:<index> or mps")
+    if "pca_dims" in task:
+        pca = _get(task, "pca_dims")
+        if not (pca is None or pca == "auto" or (_is_int(pca) and pca >= 0)):
+            errs.append(f"task.pca_dims={pca!r}: must be an integer >= 1 (the PCA dimensions), "
+                        f"0 or null (no PCA) or 'auto'")
+    target = _get(task, "target_category")
+    if target is not None and (_is_int(target) or str(target).lstrip("-").isdigit()):
+        k = int(target)
+        model = cfg.get("model")
+        n_out = _get(model, "num_classes") if isinstance(model, DictConfig) else None
+        if k < 0:
+            errs.append(f"task.target_category={k}: a class index must be >= 0")
+        elif _is_int(n_out) and n_out > 0 and k >= n_out:
+            errs.append(f"task.target_category={k}: out of range, model.num_classes={n_out} "
+                        f"(valid indices 0..{n_out - 1})")
+    features = _get(task, "features")
+    if features:
+        export = [str(getattr(e, "value", e)) for e in (_get(task, "export") or [])]
+        if export:
+            errs.append(f"task.export={export}: needs the images (thumbnails), which task.features="
+                        f"{features} does not have; drop task.export or extract from a dataset instead")
+    if _get(task, "classes") is not None and not _get(task, "labels"):
+        errs.append("task.classes is set but task.labels is not: class names need the labels "
+                    "they name (task.labels=<.npy or .csv>)")
+    panel = _get(task, "panel_layer")
+    if panel is not None:
+        default = [str(x) for x in (_get(task, "layers") or [])]
+        entries = [e for e in (_get(task, "models") or []) if isinstance(e, DictConfig)]
+        per_model = [[str(x) for x in (_get(e, "layers") or [])] or default for e in entries] or [default]
+        if all(per_model) and not any(str(panel) in layers for layers in per_model):
+            errs.append(f"task.panel_layer={panel!r}: not among the compared layers "
+                        f"{sorted({x for layers in per_model for x in layers})}")
+    return errs
+
+
 def validate(cfg: DictConfig) -> None:
     """Refuse bad values of the composed config at start, naming each key and value.
 
@@ -164,6 +224,7 @@ def validate(cfg: DictConfig) -> None:
     for k, v in root.items():
         if isinstance(v, int) and not isinstance(v, bool) and v < 0:
             errs.append(f"{k}={v}: must be >= 0")
+    errs += task_value_errors(cfg)
     if errs:
         more = "".join(f"\n  also: {e}" for e in errs[1:])
         raise ConfigError(f"{errs[0]}{more}")

@@ -26,6 +26,7 @@ from selfsup_vis.embedding.plots_large import (
 )
 from selfsup_vis.embedding.quality import HEADLINE_K
 from selfsup_vis.embedding.thumbnails import draw_thumbnails
+from selfsup_vis.plotting.text import plain
 
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
 MAX_LEGEND_CLASSES = 30
@@ -87,6 +88,8 @@ def format_quality(quality: Mapping[str, object] | None) -> str:
         v = quality.get(key)
         if isinstance(v, int | float) and np.isfinite(v):
             parts.append(f"{label} {v:.3f}")
+    if quality.get("collapsed"):
+        parts.insert(0, "COLLAPSED FEATURES (all rows nearly identical)")
     return "  ".join(parts)
 
 
@@ -152,8 +155,8 @@ def _class_name(cls, class_names: Sequence[str] | None) -> str:
         and isinstance(cls, int | np.integer)
         and 0 <= cls < len(class_names)
     ):
-        return str(class_names[int(cls)])
-    return str(cls)
+        return plain(class_names[int(cls)])
+    return plain(cls)
 
 
 def _style_axes(ax) -> None:
@@ -200,7 +203,7 @@ def _legend(fig: Figure, ax, handles: list, n_classes: int, title: str | None = 
     leg = ax.legend(
         handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, ncol=ncol,
         frameon=False, markerscale=max(1.0, 6.0 / np.sqrt(handles[0].get_sizes()[0])),
-        handletextpad=0.2, columnspacing=0.8, title=title, title_fontsize=7,
+        handletextpad=0.2, columnspacing=0.8, title=plain(title) if title else title, title_fontsize=7,
     )  # fmt: skip
     for h in leg.legend_handles:
         h.set_alpha(1.0)
@@ -255,7 +258,7 @@ def plot_embedding(
             frames = colors[np.searchsorted(classes, labels[np.asarray(picked)])]
         draw_thumbnails(ax, coords, np.asarray(picked), images, thumbnail_grid, frames)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(plain(title), fontsize=10)
     q = format_quality(quality)
     if q:
         ax.text(
@@ -308,14 +311,14 @@ def plot_embedding_grid(
         ax = axes.flat[i]
         handles = _scatter(ax, coords, labels, class_names, colors, markers, classes, density)
         _style_axes(ax)
-        ax.set_title(str(layer), fontsize=9)
+        ax.set_title(plain(layer), fontsize=9)
         q = format_quality((quality or {}).get(layer))
         if q:
             ax.set_xlabel(q.replace("  ", "\n", 1), fontsize=6.5)
     for ax in axes.flat[n:]:
         ax.set_axis_off()
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(plain(title), fontsize=11)
     if numeric:
         fig.colorbar(handles[0], ax=axes.ravel().tolist(), shrink=0.8, label=color_label or "value")
     elif handles and n_classes <= MAX_LEGEND_CLASSES:
@@ -323,7 +326,7 @@ def plot_embedding_grid(
         leg = fig.legend(
             handles=handles, loc="outside right center", fontsize=7, ncol=ncol, frameon=False,
             markerscale=max(1.0, 6.0 / np.sqrt(handles[0].get_sizes()[0])),
-            handletextpad=0.2, columnspacing=0.8, title=color_label, title_fontsize=7,
+            handletextpad=0.2, columnspacing=0.8, title=plain(color_label) if color_label else color_label, title_fontsize=7,
         )  # fmt: skip
         for h in leg.legend_handles:
             h.set_alpha(1.0)

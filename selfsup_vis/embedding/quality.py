@@ -35,6 +35,7 @@ layer ranking and report.html show; ``KNN_KS`` are all the ks measured.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import numpy as np
@@ -48,7 +49,12 @@ from selfsup_vis.embedding.space import describe_space, to_metric_space
 
 KNN_KS: tuple[int, ...] = (10, 20)
 HEADLINE_K = 20
+log = logging.getLogger(__name__)
+
 TRUST_K = 10
+#: features whose total variance is below this fraction of their mean squared norm are
+#: "collapsed": every row (nearly) the same point, so any neighbourhood number is meaningless
+COLLAPSE_REL_VARIANCE = 1e-6
 MAX_SUBSAMPLE = 5000
 
 
@@ -220,6 +226,26 @@ def trustworthiness(
     return float(_sk_trustworthiness(features[idx], coords[idx], n_neighbors=k))
 
 
+def collapse_problem(features: np.ndarray, max_rows: int = 10_000, seed: int = 0) -> str | None:
+    """Why ``features`` are collapsed (all rows nearly identical: total variance below
+    :data:`COLLAPSE_REL_VARIANCE` of the mean squared norm, or zero), or None. Measured on at
+    most ``max_rows`` seeded rows, in float64."""
+    x = np.asarray(features)
+    if x.ndim != 2 or len(x) < 2:
+        return None
+    if len(x) > max_rows:
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_rows, replace=False))]
+    x = np.asarray(x, dtype=np.float64)
+    total_var = float(x.var(axis=0).sum())
+    mean_sq = float((x * x).sum(axis=1).mean())
+    if total_var <= COLLAPSE_REL_VARIANCE * mean_sq or total_var == 0.0:
+        rel = total_var / mean_sq if mean_sq > 0 else 0.0
+        return (f"collapsed features: all {len(x)} rows are nearly identical (total variance "
+                f"{total_var:.3g}, {rel:.2g} of the mean squared norm); the map and its numbers "
+                f"say nothing about the data")
+    return None
+
+
 def embedding_quality(
     features: np.ndarray | None,
     coords: np.ndarray,
@@ -261,6 +287,10 @@ def embedding_quality(
                              f"expected ({n},)")
     rng = np.random.default_rng(seed)
     out: dict[str, float | int | str] = {"n": int(n)}
+    collapsed = None if features is None else collapse_problem(features, seed=seed)
+    if collapsed:
+        log.warning("%s", collapsed)
+        out["collapsed"] = collapsed  # summary.json and the figure (format_quality) say so
     space_x = None if features is None else to_metric_space(features, metric, standardize)
     ks_n = tuple(k for k in ks if k < n - max_excluded(exclude_groups))
     if exclude_groups is not None:

@@ -8,6 +8,11 @@ treats it like an ``(N, D)`` array: ``shape``, ``len`` and ``x[a:b]`` / ``x[indi
 
 Labels come from a ``.npy`` (integers, or strings that become class names) or a CSV with a
 header holding ``label`` and/or ``class`` (and optionally ``path``) columns.
+
+Every file is checked from its header before anything is mapped: a truncated shard (the header
+promises more bytes than the file has), Python objects in a ``.npy``, float64 values beyond the
+float32 range, label ids that are negative or above :data:`MAX_CLASSES` (one stray 2**40 would
+otherwise allocate a class list without bound) and an empty CSV are refused naming the file.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 FLOAT_KINDS = ("f",)  # float16 / float32 / float64
+#: label ids above this are refused: no embedding has a million classes, a stray value does
+MAX_CLASSES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -41,11 +48,43 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             version = np.lib.format.read_magic(f)
         except ValueError as err:
             raise ValueError(f"{path}: not a .npy file ({err})") from err
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        return shape, fortran, dtype, f.tell()
+        try:
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        except ValueError as err:
+            raise ValueError(f"{path}: unreadable .npy header ({err})") from err
+        offset = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects (dtype {dtype}), which are never unpickled; "
+                         "save plain numbers or strings (np.save(path, np.asarray(x, dtype=np.int64)))")
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = path.stat().st_size
+    if size < need:
+        raise ValueError(f"{path} is truncated: its header says shape {tuple(shape)} {dtype} "
+                         f"({need} bytes with the header) but the file has {size} bytes; an "
+                         "interrupted copy or write? Write it again")
+    return shape, fortran, dtype, offset
+
+
+def _check_float32_range(shard: Shard, dim: int) -> None:
+    """float64 values beyond float32's range would become inf when read: refuse them."""
+    limit = float(np.finfo(np.float32).max)
+    step = max(1, (64 << 20) // max(1, dim * shard.dtype.itemsize))
+    for lo in range(0, shard.rows, step):
+        hi = min(shard.rows, lo + step)
+        mm = np.memmap(shard.path, dtype=shard.dtype, mode="r",
+                       offset=shard.offset + lo * dim * shard.dtype.itemsize, shape=(hi - lo, dim))
+        big = np.abs(mm) > limit
+        if big.any():
+            row, col = np.argwhere(big)[0]
+            value = float(mm[row, col])
+            del mm
+            raise ValueError(f"task.features: {shard.path} row {lo + int(row)} column {int(col)} holds "
+                             f"{value:g}, beyond the float32 range (±{limit:.3g}) features are read in; "
+                             "rescale the features")
+        del mm
 
 
 class FeatureShards:
@@ -64,7 +103,10 @@ class FeatureShards:
         self.source = src
         shards, dim = [], None
         for path in files:
-            shape, fortran, dtype, offset = _read_header(path)
+            try:
+                shape, fortran, dtype, offset = _read_header(path)
+            except ValueError as err:
+                raise ValueError(f"task.features: {err}") from None
             if len(shape) != 2:
                 raise ValueError(
                     f"task.features: {path} has shape {shape}; every features file must be 2-D (N, D)"
@@ -89,6 +131,8 @@ class FeatureShards:
             if shape[0] == 0:
                 continue
             shards.append(Shard(path, offset, int(shape[0]), dtype))
+            if dtype.itemsize > 4:
+                _check_float32_range(shards[-1], int(dim))
         if not shards:
             raise ValueError(f"task.features: {src} holds no rows")
         self.shards = shards
@@ -196,10 +240,16 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[str] | Non
                     label_col.append(int(row["label"]))
                 except (TypeError, ValueError):
                     raise ValueError(f"task.labels: {path} line {line}: label {row['label']!r} is not an integer") from None
+                if not 0 <= label_col[-1] <= MAX_CLASSES:
+                    raise ValueError(f"task.labels: {path} line {line}: label {label_col[-1]} is "
+                                     f"{'negative' if label_col[-1] < 0 else f'above {MAX_CLASSES}'}; "
+                                     "label ids are class indices 0..K-1")
             if "class" in cols:
                 class_col.append(str(row["class"]))
             if "path" in cols:
                 path_col.append(str(row["path"]))
+    if not (label_col or class_col):
+        raise ValueError(f"task.labels: {path} has a header ({', '.join(cols)}) but no rows")
     labels = np.array(label_col, dtype=np.int64) if label_col else None
     return labels, class_col or None, path_col or None
 
@@ -218,6 +268,10 @@ def load_labels(path: str | Path | None, n: int, *, classes: list[str] | str | P
     elif not src.is_file():
         raise FileNotFoundError(f"task.labels: {src} does not exist")
     elif src.suffix == ".npy":
+        try:
+            _read_header(src)  # objects, truncation: refused before mapping
+        except ValueError as err:
+            raise ValueError(f"task.labels: {err}") from None
         arr = np.load(src, mmap_mode="r", allow_pickle=False)
         if arr.ndim != 1:
             raise ValueError(f"task.labels: {src} has shape {arr.shape}; labels must be 1-D (N,)")
@@ -244,7 +298,14 @@ def load_labels(path: str | Path | None, n: int, *, classes: list[str] | str | P
     if labels.shape[0] != n:
         raise ValueError(f"task.labels: {src} has {labels.shape[0]} labels but the features have {n} rows")
     if labels.size and labels.min() < 0:
-        raise ValueError(f"task.labels: {src} holds negative labels ({int(labels.min())})")
+        bad = int(np.flatnonzero(labels < 0)[0])
+        raise ValueError(f"task.labels: {src} holds negative labels ({int(labels[bad])} at row {bad})")
+    if labels.size and labels.max() > MAX_CLASSES:
+        bad = int(np.flatnonzero(labels > MAX_CLASSES)[0])
+        raise ValueError(f"task.labels: {src} row {bad} holds label {int(labels[bad])}, above "
+                         f"{MAX_CLASSES}: label ids are class indices 0..K-1 (a stray value?)")
+    if classes is not None and src is None:
+        raise ValueError("task.classes is set but task.labels is not: class names need the labels they name")
     if classes is not None:
         given = ([ln.strip() for ln in Path(classes).read_text().splitlines() if ln.strip()]
                  if isinstance(classes, str | Path) else [str(c) for c in classes])

@@ -8,6 +8,13 @@ with land on the same row, and a missing sample is an error rather than a silent
 Large subsets are extracted in chunks, each merged as soon as it is complete; a job stopped
 part way (a Slurm time limit or preemption: the requeued job reuses its run directory) extracts
 only the chunks it had not finished.
+
+Chunks are reused only for exactly the work that produced them: ``<work_dir>/chunks/key.json``
+records the full key (the feature cache's: checkpoint hash or init seed, image file identities,
+preprocessing, pooling, dataset and subset; plus the layers and the chunk size). A rerun in the
+same run directory under any other key (another checkpoint, a replaced image, another seed)
+discards the old chunks with a log line naming what changed, so a cache entry is only ever
+written from rows produced under its own key.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +31,7 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from selfsup_vis.utils.io import atomic_path, copy_file, reserve_space
+from selfsup_vis.utils.io import atomic_path, copy_file, reserve_space, write_json
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +130,43 @@ def merge_shards(shard_dir: Path, out_dir: Path, layers: Sequence[str], n: int) 
 CHUNK_SIZE = 20_000
 
 
-def _chunk_dir(work_dir: Path, layers: Sequence[str], indices: np.ndarray, chunk: int) -> Path:
-    """Chunks of one extraction (same layers, samples and chunking) live in their own folder."""
-    key = hashlib.sha256(json.dumps([list(layers), chunk]).encode() + indices.tobytes()).hexdigest()[:16]
-    return work_dir / f"chunks_{key}"
+def chunk_key(key: Mapping[str, Any] | None, layers: Sequence[str], indices: np.ndarray,
+              chunk: int) -> dict[str, Any]:
+    """What a chunk of this extraction depends on, as stored in ``chunks/key.json``."""
+    return json.loads(json.dumps({
+        "features": dict(key or {}),
+        "layers": list(layers),
+        "chunk_size": int(chunk),
+        "indices_sha256": hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest(),
+    }, sort_keys=True, default=str))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The (dotted) fields in which two keys differ, for the log line that discards chunks."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".") or "key"]
+
+
+def _reusable_chunks(chunks: Path, want: dict[str, Any], count: int) -> set[int]:
+    """The completed chunks under ``chunks`` produced under exactly ``want``; anything else
+    there is stale (logged with the reason; rank zero removes it before writing)."""
+    if not chunks.is_dir():
+        return set()
+    try:
+        have = json.loads((chunks / "key.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        have = None
+    if have != want:
+        why = ("no key recorded" if have is None
+               else "changed: " + ", ".join(_differences(have, want)[:8]))
+        log.warning("discarding the partly extracted features in %s: they were produced under "
+                    "another key (%s)", chunks, why)
+        return set()
+    return {k for k in range(count) if (chunks / f"{k:05d}" / "complete").is_file()}
 
 
 def extract_features(
@@ -136,26 +176,37 @@ def extract_features(
     writer: FeatureShardWriter,
     layers: Sequence[str],
     out_dir: Path,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
+    key: Mapping[str, Any] | None = None,
 ) -> dict[str, Path] | None:
     """Run ``trainer.predict`` (whose callbacks include ``writer``) over ``writer.indices`` of
-    the datamodule's eval split, ``chunk_size`` samples at a time; each complete chunk is
-    merged into ``<work_dir>/chunks_<key>/<k>/`` and skipped when the same extraction runs
+    the datamodule's eval split, ``chunk_size`` (default :data:`CHUNK_SIZE`) samples at a time;
+    each complete chunk is merged into ``<work_dir>/chunks/<k>/`` and skipped when the same
+    extraction (same ``key``: the feature cache's meta, plus layers, samples and chunking) runs
     again in the same work dir. Rank zero concatenates the chunks into ``out_dir`` and returns
     the paths (other ranks return None)."""
     if writer not in trainer.callbacks:
         raise ValueError("extract_features: pass the FeatureShardWriter to the Trainer (callbacks=)")
+    chunk_size = CHUNK_SIZE if chunk_size is None else chunk_size
     if chunk_size < 1:
         raise ValueError(f"extract_features: chunk_size must be >= 1, got {chunk_size}")
     model.configure_features(layers)  # the layers still missing from the cache, validated
     indices, n = writer.indices, len(writer.indices)
-    chunks = _chunk_dir(writer.work_dir, layers, indices, chunk_size)
+    chunks = writer.work_dir / "chunks"
+    want = chunk_key(key, layers, indices, chunk_size)
     starts = list(range(0, n, chunk_size))
     # read by every rank before any rank writes a new chunk (each predict ends with a barrier)
-    done = {k for k in range(len(starts)) if (chunks / f"{k:05d}" / "complete").is_file()}
+    done = _reusable_chunks(chunks, want, len(starts))
     if done:
         log.info("resuming feature extraction: %d of %d chunks already extracted in %s",
                  len(done), len(starts), chunks)
+    if trainer.is_global_zero:
+        for stale in writer.work_dir.glob("chunks_*"):  # an older version's unkeyed chunks
+            shutil.rmtree(stale, ignore_errors=True)
+        if not done:
+            shutil.rmtree(chunks, ignore_errors=True)
+            chunks.mkdir(parents=True, exist_ok=True)
+            write_json(chunks / "key.json", want)
     for k, start in enumerate(starts):
         if k in done:
             continue

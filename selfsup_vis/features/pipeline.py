@@ -101,7 +101,7 @@ def obtain_features(
             trainer = make_trainer([writer])
             start = time.perf_counter()
             log.info("extracting %s for %d images ...", ", ".join(missing), indices.size)
-            paths = extract_features(trainer, model, dm, writer, missing, entry.features_dir)
+            paths = extract_features(trainer, model, dm, writer, missing, entry.features_dir, key=entry.meta)
             elapsed = time.perf_counter() - start
             log.info("extracting %s done in %.2f s", ", ".join(missing), elapsed)
             if timings is not None:

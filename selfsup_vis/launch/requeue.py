@@ -11,10 +11,13 @@ checkpoint together, rank 0 runs ``scontrol requeue <job>``, and every rank leav
 waiting for the requeued job). The requeued job runs the same Hydra job in the same folder;
 ``task=pretrain`` finds the checkpoint there (``find_resume_checkpoint``) and resumes.
 
-Signals: Slurm sends what ``sbatch --signal`` asks for before the time limit (the submitit
-launcher asks for ``USR2@hydra.launcher.signal_delay_s``), ``SIGTERM`` on preemption or
-``scontrol requeue``; ``scancel --signal=USR1 <job>`` works too. Outside Slurm, or outside
-training, the callback does nothing.
+Signals (see :mod:`selfsup_vis.launch.signals`): Slurm sends what ``sbatch --signal`` asks for
+before the time limit (the submitit launcher asks for ``USR2@hydra.launcher.signal_delay_s``;
+``scancel --signal=USR1 <job>`` works too): checkpoint and requeue. ``SIGTERM`` requeues only
+when Slurm says the job is being preempted; a plain ``scancel`` (TERM without the warning)
+checkpoints and ends the job ``cancelled``, never requeued. Outside Slurm every stop signal
+(TERM, INT, USR1, USR2) checkpoints and ends the run ``interrupted`` with exit code
+128 + signal; nothing is requeued.
 """
 
 from __future__ import annotations
@@ -30,11 +33,18 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from selfsup_vis.launch.signals import (
+    WARNING_SIGNALS,
+    Interrupted,
+    in_slurm_batch_job,
+    meaning,
+    signal_name,
+)
 from selfsup_vis.launch.status import slurm_job_id
 
 log = logging.getLogger(__name__)
 
-REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 CHECKPOINT_NAMES = ("last.ckpt", "requeue.ckpt")
 
 
@@ -43,8 +53,10 @@ class Requeued(SystemExit):
 
 
 class RequeueOnSignal(pl.Callback):
-    """On SIGUSR1/SIGUSR2/SIGTERM during training in a Slurm batch job: checkpoint to
-    ``<dirpath>/requeue.ckpt`` after the current batch (all ranks together), requeue, exit.
+    """On SIGUSR1/SIGUSR2/SIGTERM/SIGINT during training: checkpoint to
+    ``<dirpath>/requeue.ckpt`` after the current batch (all ranks together); then in a Slurm
+    batch job on the pre-timeout warning or a preemption requeue and exit, otherwise raise
+    :class:`~selfsup_vis.launch.signals.Interrupted` (``cancelled`` / ``interrupted``).
 
     Args:
         dirpath: where the checkpoint goes (default: the first ModelCheckpoint's dirpath, else
@@ -61,13 +73,12 @@ class RequeueOnSignal(pl.Callback):
 
     @staticmethod
     def active() -> bool:
-        """In a Slurm batch job (not an interactive allocation), in the main thread."""
-        return ("SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
-                and threading.current_thread() is threading.main_thread())
+        """Signals can be handled (the main thread), in Slurm or not."""
+        return threading.current_thread() is threading.main_thread()
 
     def _note(self, signum: int, frame: Any) -> None:
         if not self._signum:
-            log.warning("received %s: checkpointing and requeuing after this batch", signal.Signals(signum).name)
+            log.warning("received %s: checkpointing after this batch", signal_name(signum))
         self._signum = signum
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -78,6 +89,8 @@ class RequeueOnSignal(pl.Callback):
         self._signum = 0
         for sig in REQUEUE_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._note)
+        log.info("training: TERM/INT/USR1/USR2 checkpoint at the next batch boundary%s",
+                 " (USR1/USR2 or a preemption then requeue the job)" if in_slurm_batch_job() else "")
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -108,6 +121,12 @@ class RequeueOnSignal(pl.Callback):
         path = self._checkpoint_path(trainer)
         trainer.save_checkpoint(str(path))
         log.warning("saved %s at step %d", path, trainer.global_step)
+        signum = self._signum or signal.SIGTERM  # other ranks learn of it from the all-reduce
+        status = meaning(signum)
+        if not in_slurm_batch_job() or (signum not in WARNING_SIGNALS and status != "preempted"):
+            trainer.strategy.barrier("interrupted")
+            self._restore()
+            raise Interrupted(signum, status, f"checkpointed at step {trainer.global_step} to {path}")
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
         job_id = slurm_job_id()
         if trainer.is_global_zero and job_id:

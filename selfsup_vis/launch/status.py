@@ -4,7 +4,9 @@ Every run (a single run, or each job of a sweep, local or on Slurm) writes
 ``<job dir>/status.json`` from global rank 0; ``run_task`` writes it when the task starts and
 again when it ends. Format (one flat JSON object, also read by sweep summaries)::
 
-    {"status": "running" | "done" | "failed",
+    {"status": "running" | "done" | "failed" | "interrupted" | "cancelled" | "preempted"
+               | "killed (signal N)",                  # (the last written by the sweep launcher)
+     "signal": 15,                                     # only when a signal stopped it
      "error": null | "<first line of the error>",     # "ValueError: synthetic split 'x' unknown"
      "overrides": ["task=browse", "model=mae_tiny"],   # the job's own overrides (.hydra/overrides.yaml)
      "task": "browse",
@@ -25,11 +27,8 @@ submitting command still receives Hydra's result (and the sweep goes on).
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -41,13 +40,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from selfsup_vis.launch.local_launcher import install as install_local_launcher
+from selfsup_vis.launch.records import STATUS_FILE, SWEEP_ID_ENV, read_statuses, slurm_state
 from selfsup_vis.utils.exit_hooks import at_exit
 from selfsup_vis.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
-SWEEP_ID_ENV = "SELFSUP_VIS_SWEEP_ID"
 
 
 def _now() -> str:
@@ -76,16 +75,20 @@ def write_job_started(job_dir: Path, task: str) -> dict[str, Any]:
         job_num = hc.job.get("num") if hc.mode == RunMode.MULTIRUN else None
     record = {"status": "running", "error": None, "overrides": overrides, "task": task,
               "job_num": job_num, "slurm_job_id": slurm_job_id(),
-              "sweep_id": os.environ.get(SWEEP_ID_ENV), "started": _now(), "ended": None}
+              "sweep_id": os.environ.get(SWEEP_ID_ENV), "pid": os.getpid(), "started": _now(), "ended": None}
     job_dir.mkdir(parents=True, exist_ok=True)
     write_json(job_dir / STATUS_FILE, record)
     return record
 
 
 def write_job_ended(job_dir: Path, record: dict[str, Any], error: BaseException | None) -> None:
-    """``done`` or ``failed`` (with the error's first line); rank 0 only."""
-    record = {**record, "status": "failed" if error else "done",
-              "error": first_line(error) if error else None, "ended": _now()}
+    """``done``, ``failed`` (with the error's first line) or, for a run stopped by a signal
+    (:class:`~selfsup_vis.launch.signals.Interrupted`), its ``status`` (interrupted /
+    cancelled / preempted) with ``signal``; rank 0 only."""
+    status = "done" if error is None else getattr(error, "status", "failed")
+    record = {**record, "status": status, "error": first_line(error) if error else None, "ended": _now()}
+    if getattr(error, "signum", None) is not None:
+        record["signal"] = int(error.signum)
     try:
         write_json(job_dir / STATUS_FILE, record)
     except OSError as err:  # never hide the task's own outcome
@@ -111,39 +114,6 @@ def exit_nonzero_at_exit(code: int = 1) -> None:
 
 
 # ---------------------------------------------------------------- the table at the end of a sweep
-
-def slurm_state(job_id: str) -> str | None:
-    """The job's state from ``scontrol`` (or ``sacct``), None when Slurm does not know it."""
-    for cmd in (["scontrol", "show", "job", "-o", job_id],
-                ["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id]):
-        if not shutil.which(cmd[0]):
-            continue
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
-        except (OSError, subprocess.SubprocessError):
-            continue
-        for part in out.split():
-            if part.startswith("JobState="):
-                return part.split("=", 1)[1]
-        if cmd[0] == "sacct" and out.strip():
-            return out.split()[0]
-    return None
-
-
-def read_statuses(sweep_dir: Path, sweep_id: str | None = None) -> list[dict[str, Any]]:
-    """Every job record under ``sweep_dir`` (of sweep ``sweep_id`` when given), by job number;
-    each gets ``dir`` (its job folder)."""
-    records = []
-    for path in sorted(Path(sweep_dir).rglob(STATUS_FILE)):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if sweep_id is not None and record.get("sweep_id") != sweep_id:
-            continue
-        records.append({**record, "dir": str(path.parent)})
-    return sorted(records, key=lambda r: (r.get("job_num") is None, r.get("job_num") or 0, r["dir"]))
-
 
 def outcome(record: dict[str, Any]) -> str:
     """done / failed / timed out / cancelled / running ... (Slurm asked for a job still 'running')."""
@@ -188,6 +158,7 @@ class StatusTable(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
             return
+        install_local_launcher()  # hydra/launcher=local: one job's death does not kill its siblings
         self._sweep_dir = Path(str(config.hydra.sweep.dir))
         self._sweep_id = uuid.uuid4().hex[:12]
         os.environ[SWEEP_ID_ENV] = self._sweep_id  # inherited by local and Slurm jobs

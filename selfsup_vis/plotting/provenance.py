@@ -35,7 +35,7 @@ def add_provenance(fig: Figure, prov: ProvenanceLike, fontsize: float = 7.0) -> 
     flagged = prov.flag is not None
     fig.text(0.5, 0.0, text, ha="center", va="top", fontsize=fontsize if not flagged else fontsize + 1,
              color=RANDOM_COLOR if flagged else "0.3", fontweight="bold" if flagged else "normal",
-             gid="provenance")
+             gid="provenance", parse_math=False)  # file names drawn verbatim
     setattr(fig, FIGURE_ATTR, {"footer": footer, "record": prov.to_dict()})
     return footer
 

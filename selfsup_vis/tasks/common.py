@@ -27,6 +27,7 @@ from selfsup_vis.checkpoints.provenance import (
 )
 from selfsup_vis.config.validate import validate
 from selfsup_vis.launch import status as job_status
+from selfsup_vis.launch.signals import Interrupted, catch_signals
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.report.harness import finish_run
@@ -202,7 +203,8 @@ def phase(name: str) -> Iterator[None]:
     log.info("%s done in %.2f s", name, time.perf_counter() - start)
 
 
-def write_failed_summary(run: TaskRun, err: BaseException, started: float) -> Path | None:
+def write_failed_summary(run: TaskRun, err: BaseException, started: float,
+                         status: str = "failed") -> Path | None:
     """summary.json of a failed run: ``status: failed``, the error, its traceback and every
     file the run wrote before failing, so a partial figure set is never taken for a result."""
     if not is_global_zero():
@@ -220,13 +222,16 @@ def write_failed_summary(run: TaskRun, err: BaseException, started: float) -> Pa
                     written.append(str(rel))
         summary: dict[str, Any] = {
             "task": str(run.cfg.task.get("name", "?")),
-            "status": "failed",
+            "status": status,
             "error": f"{type(err).__name__}: {err}",
             "error_type": type(err).__name__,
             "traceback": traceback.format_exception(type(err), err, err.__traceback__),
             "written": written,
-            "note": "the run failed: files listed in 'written' are an incomplete set",
+            "note": f"the run {status if status != 'failed' else 'failed'}: files listed in "
+                    "'written' are an incomplete set",
         }
+        if isinstance(err, Interrupted):
+            summary["signal"] = err.signum
         if run.provenance is not None:
             summary["weights"] = run.provenance.weights
             summary["provenance"] = run.provenance.to_dict()
@@ -250,12 +255,20 @@ def run_task(cfg: DictConfig) -> Any:
     # <run dir>/status.json (selfsup_vis/launch/status.py): running -> done | failed
     job = job_status.write_job_started(run.dir, str(cfg.task.name)) if is_global_zero() else None
     try:
-        validate(cfg)  # bad values are refused here, before any data or model is touched
-        result = task_fn(cfg, run)
+        with catch_signals():  # TERM/INT/USR1/USR2 -> Interrupted (selfsup_vis/launch/signals.py)
+            validate(cfg)  # bad values are refused here, before any data or model is touched
+            result = task_fn(cfg, run)
         status = "success"
         if job is not None:
             job_status.write_job_ended(run.dir, job, None)
         return result
+    except Interrupted as err:  # stopped from outside: say so, then exit 128 + signal
+        status = err.status
+        write_failed_summary(run, err, started, status=err.status)
+        log.error("task=%s %s (exit code %d)", cfg.task.name, err, err.exit_code)
+        if job is not None:
+            job_status.write_job_ended(run.dir, job, err)
+        raise SystemExit(err.exit_code) from None
     except Exception as err:
         write_failed_summary(run, err, started)
         log.exception("task=%s failed: %s", cfg.task.name, job_status.first_line(err))  # the job's own log
@@ -268,5 +281,5 @@ def run_task(cfg: DictConfig) -> Any:
         # headline numbers to the loggers and report.html (selfsup_vis/report); never raises
         if is_global_zero():
             finish_run(run.dir, cfg, run._loggers or [], status == "success")
-        run.close(status)
+        run.close(status if status in ("success", "failed") else "failed")
         log.info("outputs of task=%s: %s", cfg.task.name, run.dir)

@@ -12,6 +12,13 @@ or a second URL with the same file name answered from the first one's cache. Hen
 * what came back is sniffed (:func:`describe_content`): an HTML page where a file was
   expected is refused with its content type and first bytes; callers can add a stricter
   check (``validate``, e.g. "is this a checkpoint");
+* a server that sends no ``Content-Length`` (chunked answers, some proxies) gives no way to
+  see a cut connection from the byte count: the file is then checked by its checksum when
+  one is known, else by its own structure (:func:`structure_problem`: zip central
+  directory, pickle STOP, safetensors header against the size, gzip/PNG/npy ends) before it
+  is cached, and refused (naming URL and cache path) when neither is possible. A cached file
+  without a checksum is re-checked by structure when reused, so a truncated file cached by
+  an older version is fetched again instead of being used for ever;
 * a sha256 is honoured when given (argument, ``#sha256=<hex>`` on the URL, or the
   torch-hub / OpenMMLab convention ``<name>-<8+ hex>.pth`` whose suffix is a sha256 prefix);
 * a file lock (``<cache root>/locks/``) makes concurrent runs wait for one download;
@@ -20,19 +27,26 @@ or a second URL with the same file name answered from the first one's cache. Hen
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
+import json
 import logging
 import os
+import pickletools
 import re
+import struct
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock, Timeout
 
 from selfsup_vis.utils.io import STORAGE_ERRNOS, storage_error
@@ -158,6 +172,103 @@ def show_head(head: bytes, n: int = 80) -> str:
     return repr(head[:n]) + ("..." if len(head) > n else "")
 
 
+def _safetensors_problem(path: Path, size: int) -> str | None:
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            return f"a safetensors file of {size} bytes has no complete header length"
+        n = struct.unpack("<Q", raw)[0]
+        if 8 + n > size:
+            return f"its safetensors header says {n} bytes, but the file has {size - 8} after the length"
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            return f"its safetensors header is not valid JSON ({e})"
+    ends = [int(v["data_offsets"][1]) for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
+    want = 8 + n + max(ends, default=0)
+    if want != size:
+        return f"its safetensors header describes {want} bytes, the file has {size}"
+    return None
+
+
+def _zip_problem(path: Path, size: int) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"it is not a complete zip archive ({e}; a cut download loses the central directory at the end)"
+    for info in infos:
+        if info.header_offset + info.compress_size > size:
+            return f"zip member {info.filename} ends past the end of the file ({size} bytes)"
+    return None
+
+
+def _pickle_problem(path: Path, size: int) -> str | None:
+    """Every pickle in the file parses to its STOP opcode (a legacy torch file is several
+    pickles followed by raw storages: the pickles are checked, the storages cannot be)."""
+    with open(path, "rb") as f:
+        for _ in range(5):
+            if f.tell() >= size or f.read(1) != b"\x80":
+                break
+            f.seek(-1, os.SEEK_CUR)
+            try:
+                for _op in pickletools.genops(f):
+                    pass
+            except (ValueError, EOFError) as e:
+                return f"its pickle data ends early ({e})"
+    return None
+
+
+def _gzip_problem(path: Path, size: int) -> str | None:
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 22):
+                pass
+    except (EOFError, OSError, zlib.error) as e:
+        return f"its gzip stream ends early or is corrupt ({e})"
+    return None
+
+
+def _png_problem(path: Path, size: int) -> str | None:
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 12))
+        if b"IEND" not in f.read():
+            return "the PNG image has no IEND chunk at its end"
+    return None
+
+
+def _npy_problem(path: Path, size: int) -> str | None:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        return f"its .npy header does not match the file size ({e})"
+    del arr
+    return None
+
+
+_STRUCTURE: tuple[tuple[str, Callable[[Path, int], str | None]], ...] = (
+    ("a safetensors file", _safetensors_problem),
+    ("zip archive", _zip_problem),
+    ("a pickle", _pickle_problem),
+    ("gzip data", _gzip_problem),
+    ("PNG image", _png_problem),
+    ("NumPy .npy array", _npy_problem),
+)
+
+
+def structure_problem(path: str | Path) -> tuple[bool, str | None]:
+    """``(checkable, problem)``: whether the file's format has a structure that shows a cut
+    (zip, pickle, safetensors, gzip, PNG, npy), and what is wrong with it (None: complete)."""
+    path = Path(path)
+    size = path.stat().st_size
+    kind = describe_content(read_head(path))
+    for prefix, check in _STRUCTURE:
+        if kind.startswith(prefix):
+            return True, check(path, size)
+    return False, None
+
+
 # ---------------------------------------------------------------------------------------------
 # Download
 # ---------------------------------------------------------------------------------------------
@@ -173,9 +284,9 @@ class _Incomplete(Exception):
     """The connection ended before ``Content-Length`` bytes arrived."""
 
 
-def _fetch(url: str, tmp: Path, dest: Path, timeout: float, retries: int) -> str | None:
+def _fetch(url: str, tmp: Path, dest: Path, timeout: float, retries: int) -> tuple[str | None, bool]:
     """Stream ``url`` into ``tmp``; retry a cut connection (resuming with Range when the server
-    answers 206). Returns the Content-Type."""
+    answers 206). Returns the Content-Type and whether a Content-Length was given."""
     got, total, content_type, last_err = 0, None, None, None
     for attempt in range(retries + 1):
         headers = {"User-Agent": "selfsup_vis"}
@@ -213,7 +324,7 @@ def _fetch(url: str, tmp: Path, dest: Path, timeout: float, retries: int) -> str
             if total is not None and got > total:
                 raise DownloadError(f"{url}: received {got} bytes, more than its Content-Length "
                                     f"{total}; not saved to {dest}")
-            return content_type
+            return content_type, total is not None
         except urllib.error.HTTPError as e:
             if e.code in (408, 429) or e.code >= 500:
                 last_err = f"HTTP {e.code} {e.reason}"
@@ -270,18 +381,26 @@ def download_file(
     try:
         stale = ""
         if dest.is_file():
-            got = sha256_of(dest) if want is not None else None
-            if want is None or got.startswith(want):
-                return dest
-            stale = f" (the cached {dest} has sha256 {got}, expected {want} from {want_from})"
-            log.warning("cached %s does not match its sha256; downloading it again", dest)
+            if want is None:
+                problem = structure_problem(dest)[1]
+                if problem is None:
+                    return dest
+                log.warning("cached %s is incomplete (%s): deleting it and downloading %s again",
+                            dest, problem, fetch_url)
+                dest.unlink()
+            else:
+                got = sha256_of(dest)
+                if got.startswith(want):
+                    return dest
+                stale = f" (the cached {dest} has sha256 {got}, expected {want} from {want_from})"
+                log.warning("cached %s does not match its sha256; downloading it again", dest)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
             log.info("downloading %s -> %s", fetch_url, dest)
             try:
-                content_type = _fetch(fetch_url, tmp, dest, timeout, retries)
+                content_type, sized = _fetch(fetch_url, tmp, dest, timeout, retries)
             except DownloadError as e:
                 raise DownloadError(f"{e}. This machine may be offline (or the file moved): "
                                     f"download it elsewhere and put it at {dest}{hint}.{stale}") from e
@@ -296,6 +415,19 @@ def download_file(
             if want is not None and not (digest := sha256_of(tmp)).startswith(want):
                 raise DownloadError(f"{fetch_url}: sha256 {digest} does not match {want} "
                                     f"(from {want_from}); not saved to {dest}")
+            if want is None:
+                checkable, problem = structure_problem(tmp)
+                if problem:
+                    raise DownloadError(
+                        f"{fetch_url}: the download is incomplete or corrupt: {problem} "
+                        f"({tmp.stat().st_size} bytes{'' if sized else ', the server sent no Content-Length'}); "
+                        f"the partial file was deleted, not saved to {dest}")
+                if not sized and not checkable:
+                    raise DownloadError(
+                        f"{fetch_url}: the server sent no Content-Length, no sha256 is known and "
+                        f"{describe_content(head, content_type)} has no structure that shows a cut "
+                        f"download; not saved to {dest}. Give the sha256 (append #sha256=<hex> to "
+                        f"the URL) or download it by hand and put it at {dest}")
             try:
                 os.replace(tmp, dest)
             except OSError as e:

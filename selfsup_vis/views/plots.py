@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 from selfsup_vis.data.transforms import Pipeline, denormalize
 from selfsup_vis.plotting.log import new_figure
+from selfsup_vis.plotting.text import plain
 
 
 def to_display(x: torch.Tensor, pipeline: Pipeline) -> np.ndarray:
@@ -51,9 +52,9 @@ def sample_figure(sample: dict, pipeline: Pipeline, title: str) -> Figure:
     for i, (name, img) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(img, interpolation="nearest")
-        ax.set_title(name, fontsize=8)
+        ax.set_title(plain(name), fontsize=8)
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(plain(title), fontsize=9)
     return fig
 
 
@@ -68,8 +69,8 @@ def grid_figure(samples: Sequence[tuple[str, dict]], pipeline: Pipeline, title: 
             ax.axis("off")
             if c < len(panels):
                 ax.imshow(panels[c][1], interpolation="nearest")
-                ax.set_title(panels[c][0] if r == 0 else "", fontsize=7)
+                ax.set_title(plain(panels[c][0]) if r == 0 else "", fontsize=7)
             if c == 0:
-                ax.text(-0.05, 0.5, row_title, transform=ax.transAxes, ha="right", va="center", fontsize=6)
-    fig.suptitle(title, fontsize=9)
+                ax.text(-0.05, 0.5, plain(row_title), transform=ax.transAxes, ha="right", va="center", fontsize=6)
+    fig.suptitle(plain(title), fontsize=9)
     return fig
