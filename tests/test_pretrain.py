@@ -13,9 +13,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from selfsup_vis.config.tasks_train import IMAGENET_MEAN_FILL
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model, model_pipeline
-from selfsup_vis.reconstruction.compute import reconstruct_batch
+from selfsup_vis.reconstruction.compute import DisplayOptions, reconstruct_batch
 from selfsup_vis.reconstruction.masks import make_masks
 from selfsup_vis.tasks.pretrain import ResumeError, check_resume_checkpoint
 from tests.conftest import assert_ok, compose_cfg, run_main
@@ -110,7 +111,8 @@ def test_tiny_mae_learns(tmp_path):
 
     def masked_error() -> float:
         model.eval()
-        err = np.mean([r.error for r in reconstruct_batch(model, images, masks, ["x"] * len(images))])
+        shown = DisplayOptions("visible", 4, IMAGENET_MEAN_FILL, True)  # the error is the target space's
+        err = np.mean([r.error for r in reconstruct_batch(model, images, masks, ["x"] * len(images), shown)])
         model.train()
         return float(err)
 
