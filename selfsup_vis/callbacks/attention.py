@@ -9,16 +9,19 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from selfsup_vis.attention.compute import MapSpec, check_spec, compute_maps
 from selfsup_vis.attention.layers import find_network
-from selfsup_vis.attention.masks import to_input_geometry
 from selfsup_vis.attention.metric import PointingGame
 from selfsup_vis.attention.plots import grid_figure
-from selfsup_vis.callbacks.base import PeriodicCallback, eval_data_name, fixed_samples
+from selfsup_vis.callbacks.base import (
+    PeriodicCallback,
+    eval_data_name,
+    fixed_object_masks,
+    fixed_samples,
+)
 from selfsup_vis.checkpoints.provenance import training_provenance
 from selfsup_vis.config.callbacks import AttentionSnapshotConfig
 from selfsup_vis.config.defaults import takes_schema
@@ -60,19 +63,6 @@ class AttentionSnapshot(PeriodicCallback):
         check_spec(pl_module, spec)
         return spec
 
-    def _object_masks(self, trainer: pl.Trainer, size: tuple[int, int]) -> torch.Tensor | None:
-        dm = getattr(trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "dataset") or self._fixed is None:
-            return None
-        ds = dm.dataset(dm.eval_split)
-        if not hasattr(ds, "object_mask"):
-            return None
-        masks = [ds.object_mask(int(i)) for i in self._fixed["indices"]]
-        if any(m is None for m in masks) or len(masks) != len(self._fixed["names"]):
-            return None
-        crop = getattr(dm, "eval_crop_pct", None)
-        return torch.from_numpy(np.stack([to_input_geometry(m, size[0], crop) for m in masks]))
-
     def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._unsupported:
             return
@@ -85,7 +75,7 @@ class AttentionSnapshot(PeriodicCallback):
                 return
         if self._fixed is None:
             self._fixed = fixed_samples(trainer, self.num_images, self.seed)
-            self._masks = self._object_masks(trainer, tuple(self._fixed["images"].shape[-2:]))
+            self._masks = fixed_object_masks(trainer, self._fixed, int(self._fixed["images"].shape[-2]))
         images = self._fixed["images"].to(pl_module.device)
         autocast = None
         if pl_module.device.type == "cuda" and str(trainer.precision).startswith("bf16"):

@@ -14,6 +14,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from selfsup_vis.attention.masks import to_input_geometry
+
 log = logging.getLogger(__name__)
 
 
@@ -172,3 +174,19 @@ def eval_data_name(trainer: pl.Trainer) -> str | None:
     if dm is None:
         return None
     return f"{getattr(dm, 'name', type(dm).__name__)}/{getattr(dm, 'eval_split', 'val')}"
+
+
+def fixed_object_masks(trainer: pl.Trainer, fixed: dict[str, Any] | None, size: int) -> torch.Tensor | None:
+    """The known object masks (synthetic data) of the fixed samples, in the model's input
+    geometry (``size`` px, the eval crop), or None where the data has none."""
+    dm = getattr(trainer, "datamodule", None)
+    if dm is None or not hasattr(dm, "dataset") or fixed is None:
+        return None
+    ds = dm.dataset(dm.eval_split)
+    if not hasattr(ds, "object_mask"):
+        return None
+    masks = [ds.object_mask(int(i)) for i in fixed["indices"]]
+    if any(m is None for m in masks) or len(masks) != len(fixed["names"]):
+        return None
+    crop = getattr(dm, "eval_crop_pct", None)
+    return torch.from_numpy(np.stack([to_input_geometry(m, size, crop) for m in masks]))

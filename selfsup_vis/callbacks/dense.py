@@ -9,12 +9,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from selfsup_vis.attention.masks import to_input_geometry
-from selfsup_vis.callbacks.base import PeriodicCallback, eval_data_name, fixed_samples
+from selfsup_vis.callbacks.base import (
+    PeriodicCallback,
+    eval_data_name,
+    fixed_object_masks,
+    fixed_samples,
+)
 from selfsup_vis.checkpoints.provenance import training_provenance
 from selfsup_vis.config.callbacks import DenseSnapshotConfig
 from selfsup_vis.config.defaults import takes_schema
@@ -52,19 +55,6 @@ class DenseSnapshot(PeriodicCallback):
         self._unsupported = False
         self.history: list[tuple[int, float | None, float]] = []  # (step, foreground IoU, outlier fraction)
 
-    def _object_masks(self, trainer: pl.Trainer, size: int) -> torch.Tensor | None:
-        dm = getattr(trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "dataset") or self._fixed is None:
-            return None
-        ds = dm.dataset(dm.eval_split)
-        if not hasattr(ds, "object_mask"):
-            return None
-        masks = [ds.object_mask(int(i)) for i in self._fixed["indices"]]
-        if any(m is None for m in masks) or len(masks) != len(self._fixed["names"]):
-            return None
-        crop = getattr(dm, "eval_crop_pct", None)
-        return torch.from_numpy(np.stack([to_input_geometry(m, size, crop) for m in masks]))
-
     def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._unsupported:
             return
@@ -77,7 +67,7 @@ class DenseSnapshot(PeriodicCallback):
                 return
             self.layer = self.layer or valid[-1]
             self._fixed = fixed_samples(trainer, self.num_images, self.seed)
-            self._masks = self._object_masks(trainer, int(self._fixed["images"].shape[-1]))
+            self._masks = fixed_object_masks(trainer, self._fixed, int(self._fixed["images"].shape[-1]))
         images = self._fixed["images"]
         feats = extract(pl_module, [self.layer], images, len(images), pl_module.device)[self.layer]
         out = self.out_dir(trainer)
