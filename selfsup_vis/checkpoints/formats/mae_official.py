@@ -10,17 +10,11 @@ from typing import Any
 from selfsup_vis.checkpoints.formats.base import CheckpointFormat, Section
 from selfsup_vis.checkpoints.keymap import KeyMap
 from selfsup_vis.checkpoints.provenance import RandomPartsError
+from selfsup_vis.checkpoints.rules import OFFICIAL_MAE_DECODER
 
 ENCODER = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight")
 
-MAE_DECODER_RULES = [
-    ("decoder_embed.", "decoder.embed."),
-    ("mask_token", "decoder.mask_token"),
-    ("decoder_pos_embed", "decoder.pos_embed"),
-    ("decoder_blocks.", "decoder.blocks."),
-    ("decoder_norm.", "decoder.norm."),
-    ("decoder_pred.", "decoder.pred."),
-]
+MAE_DECODER_RULES = OFFICIAL_MAE_DECODER  # the key map the MAE module already loads with
 DECODER_IGNORED = [(f"{k}", "MAE decoder: not used for features") for k in
                    ("decoder_embed.", "mask_token", "decoder_pos_embed", "decoder_blocks.",
                     "decoder_norm.", "decoder_pred.")]
