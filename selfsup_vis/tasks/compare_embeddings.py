@@ -255,7 +255,7 @@ def _extract(cfg: DictConfig, e: Entry, i: int, dm: Any, data: Any, subset: Subs
     if e.kind == "model":
         warn_if_random(prov)
     features = subset_features(
-        model, e.model_cfg, cfg.dataset, dm, data, subset, layers=layers, init_seed=int(cfg.seed),
+        model, e.model_cfg, cfg.dataset, cfg.trainer, dm, data, subset, layers=layers, init_seed=int(cfg.seed),
         final_norm=False, cache=bool(t.cache), cache_dir=t.cache_dir, private_dir=out / "models" / _slug(e.name),
         features_dir=out / "features" / _slug(e.name), work_dir=out / f"_extract_{i}", owner=e.name,
         make_trainer=lambda cbs: build_trainer(cfg, None, cbs, enable_checkpointing=False))
