@@ -33,15 +33,20 @@ def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
 
 
 def save_figure(
-    fig: Figure, path_without_ext: str | Path, formats: Sequence[str] = ("png",), dpi: int = 100
+    fig: Figure, path_without_ext: str | Path, formats: Sequence[str] = ("png",), dpi: int = 100,
+    png_compress_level: int | None = None,
 ) -> list[Path]:
-    """Save ``fig`` once per format, each file written atomically."""
+    """Save ``fig`` once per format, each file written atomically. ``png_compress_level`` (zlib
+    0-9; None: Pillow's 6): 1 encodes a figure 3-4x faster for ~20 % more bytes (what figures
+    drawn during training use)."""
     paths = []
     for fmt in formats:
         path = Path(f"{path_without_ext}.{fmt}")
         meta = figure_metadata(fig, str(fmt))  # the provenance footer, when add_provenance drew one
-        write_with(path, lambda tmp, f=str(fmt), m=meta: fig.savefig(tmp, format=f, dpi=dpi,
-                                                                    bbox_inches="tight", metadata=m))
+        extra = {"pil_kwargs": {"compress_level": png_compress_level}} \
+            if fmt == "png" and png_compress_level is not None else {}
+        write_with(path, lambda tmp, f=str(fmt), m=meta, x=extra: fig.savefig(
+            tmp, format=f, dpi=dpi, bbox_inches="tight", metadata=m, **x))
         paths.append(path)
     return paths
 
