@@ -75,9 +75,12 @@ class PeriodicCallback(pl.Callback):
         if self.at_train_end:
             self._fire(trainer, pl_module, due=False)
         if self.timings and trainer.is_global_zero:
-            total = sum(s for _, s in self.timings)
-            log.info("%s: %d snapshot(s) at step(s) %s took %.1f s", type(self).__name__, len(self.timings),
-                     ", ".join(str(s) for s, _ in self.timings), total)
+            secs = [s for _, s in self.timings]
+            steps = [str(s) for s, _ in self.timings]
+            rest = f", then {sum(secs[1:]) / (len(secs) - 1):.2f} s each" if len(secs) > 1 else ""
+            log.info("%s: %d snapshot(s) at step(s) %s took %.1f s (the first %.2f s%s)", type(self).__name__,
+                     len(secs), ", ".join(steps if len(steps) <= 8 else [*steps[:4], "...", *steps[-3:]]),
+                     sum(secs), secs[0], rest)
 
     # ------------------------------------------------------------------ plumbing
     def out_dir(self, trainer: pl.Trainer) -> Path:
