@@ -15,8 +15,9 @@ difference is our drawing / statistics callbacks.
     python scripts/bench_callbacks.py --root /data/my_folder --model mae_tiny
     nice -n 10 python scripts/bench_callbacks.py -- callbacks.embedding.min_interval_s=0  # extra overrides
 
-The load average (1 / 5 / 15 min) is printed before and after: on a shared machine the numbers
-are only comparable at similar load.
+The load average (1 / 5 / 15 min) is printed before and after: on a shared machine wall times
+are only comparable at similar load; the CPU time of each task (user + system of the process and
+its DataLoader workers) is printed too, as a measure that other jobs disturb less.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ def cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (DataLoader workers):
+    less disturbed by other jobs on a shared machine than wall time."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 # --------------------------------------------------------------------------- one fit (child)
 def parse_profile(path: Path) -> dict[str, float]:
     """Summed seconds per callback from a SimpleProfiler report (``[Callback]Name.hook`` rows)."""
@@ -111,11 +121,14 @@ def worker(args: argparse.Namespace) -> int:
     with open_dict(cfg.trainer):  # the schema has no profiler: the benchmark's own addition
         cfg.trainer.profiler = {"_target_": "pytorch_lightning.profilers.SimpleProfiler",
                                 "dirpath": str(out), "filename": "profile"}
+    cpu0 = cpu_seconds()
     run_task(cfg)
+    cpu = cpu_seconds() - cpu0
     summary = json.loads((out / "summary.json").read_text())
     profile = parse_profile(out / "fit-profile.txt")
     pngs = {d.name: len(list(d.glob("*.png"))) for d in out.iterdir() if d.is_dir() and list(d.glob("*.png"))}
     print("RESULT " + json.dumps({"fit_seconds": summary["fit_seconds"], "steps": summary["global_step"],
+                                  "task_cpu_seconds": cpu,
                                   "callbacks": profile, "pngs": pngs,
                                   "snapshots": [ln for ln in lines if "snapshot(s)" in ln]}), flush=True)
     return 0
@@ -164,7 +177,8 @@ def main() -> int:
                 res = run_one(variant, args, root, tmp_path / f"{variant}_{r}")
                 results[variant].append(res)
                 print(f"  round {r} callbacks={variant:7s} fit {res['fit_seconds']:7.2f} s "
-                      f"({res['steps']} steps; process {res['process_seconds']:.1f} s)", flush=True)
+                      f"({res['steps']} steps; task CPU {res['task_cpu_seconds']:.1f} s; "
+                      f"process {res['process_seconds']:.1f} s wall)", flush=True)
         load_after = loadavg()
 
     fit = {v: statistics.median(r["fit_seconds"] for r in results[v]) for v in VARIANTS}
@@ -172,6 +186,9 @@ def main() -> int:
     print(f"\nfit time, median of {args.rounds} round(s): callbacks=none {fit['none']:.2f} s, "
           f"callbacks=default {fit['default']:.2f} s -> ratio {ratio:.3f} "
           f"(+{100 * (ratio - 1):.1f} %)")
+    cpu = {v: statistics.median(r["task_cpu_seconds"] for r in results[v]) for v in VARIANTS}
+    print(f"CPU time of the whole task (model, data, fit, report; less sensitive to other jobs): "
+          f"none {cpu['none']:.1f} s, default {cpu['default']:.1f} s -> ratio {cpu['default'] / cpu['none']:.3f}")
     print(f"load average after {load_after}")
     last = results["default"][-1]
     per = sorted(last["callbacks"].items(), key=lambda kv: -kv[1])
