@@ -23,9 +23,8 @@ class PeriodicCallbackConfig:
 
     The defaults bound what the snapshots cost on any run: a snapshot takes about a second on
     the tiny models (a few on a ViT-B), so one per 5 minutes costs a long run about 1 % per
-    callback or less; a short
-    run (a 40-image folder, 10 epochs: 20 steps) still gets a first one (step 10) and the final
-    state. ``scripts/bench_callbacks.py`` measures the cost on a small folder."""
+    callback or less; a short run (a 40-image folder, 10 epochs: 20 steps) still gets a first
+    one (step 10) and the final state. ``scripts/bench_callbacks.py`` measures the cost on a small folder."""
 
     _target_: str = "???"
     every_n_steps: int | None = field(default=10, metadata={"min": 1})
