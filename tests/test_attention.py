@@ -281,10 +281,11 @@ def test_attention_snapshot_during_pretrain(compose_in, tmp_path):
     cfg = compose_in(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
                       "dataset.batch_size=8", "dataset.num_classes=3", "dataset.val_samples_per_class=2",
                       "callbacks.embedding=null", "callbacks.feature_health=null", "callbacks.reconstruction=null",
-                      "callbacks.attention.num_images=2", "logger=csv", *QUIET])
+                      "callbacks.attention.num_images=2", "callbacks.attention.every_n_steps=2", "logger=csv",
+                      *QUIET])
     run_task(cfg)
     figures = sorted((tmp_path / "attention").glob("attention_step*.png"))
-    assert len(figures) == 2  # after each of the 2 epochs (the end of training is the same step)
+    assert len(figures) == 2  # the first due step (2) and the end of training (step 4)
     maps = np.load(sorted((tmp_path / "attention").glob("attention_step*.npy"))[-1])
     assert maps.shape == (2, 5, 64, 64)  # 4 heads + mean
     metrics = (tmp_path / "csv" / "metrics.csv").read_text()

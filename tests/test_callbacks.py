@@ -68,9 +68,10 @@ def _toy_loaders():
 
 
 def test_callbacks_work_in_any_lightning_training(tmp_path, caplog):
-    health = FeatureHealth(every_n_epochs=1, num_samples=32)
-    emb = EmbeddingSnapshot(every_n_epochs=1, num_samples=32, backend="pca")
-    rec = ReconstructionDump(every_n_epochs=1)
+    every_epoch = {"every_n_steps": None, "every_n_epochs": 1, "min_interval_s": 0}
+    health = FeatureHealth(**every_epoch, num_samples=32)
+    emb = EmbeddingSnapshot(**every_epoch, num_samples=32, backend="pca")
+    rec = ReconstructionDump(**every_epoch)
     logger = CSVLogger(tmp_path, name="csv")
     trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, log_every_n_steps=1, logger=logger,
                          callbacks=[health, emb, rec, TrainingStats()], default_root_dir=tmp_path,
@@ -87,6 +88,32 @@ def test_callbacks_work_in_any_lightning_training(tmp_path, caplog):
     for col in ("train/throughput", "train/data_time", "train/step_time", "train/grad_norm",
                 "health/output/effective_rank", "embedding/knn_feat@10", "embedding/trustworthiness"):
         assert col in metrics.columns and metrics[col].notna().any(), col
+
+
+def test_schedule_by_steps_and_wall_time_with_first_and_last(tmp_path):
+    """A due step fires only when ``min_interval_s`` has passed since the callback's previous
+    snapshot; the end of training always fires: a long interval leaves the first due step and
+    the final state, none leaves every due step. Each snapshot's time is recorded."""
+    def fit(**schedule):
+        health = FeatureHealth(**schedule, num_samples=16, at_train_end=True)
+        emb = EmbeddingSnapshot(**schedule, num_samples=16, backend="pca")
+        trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, logger=CSVLogger(tmp_path, name="csv"),
+                             callbacks=[health, emb], default_root_dir=tmp_path, enable_progress_bar=False,
+                             enable_checkpointing=False, num_sanity_val_steps=0)
+        trainer.fit(ToyModule(), *_toy_loaders())
+        return health, emb
+
+    health, emb = fit(every_n_steps=2, every_n_epochs=None, min_interval_s=3600)
+    assert [s for s, _ in health.history] == [2, 6] and [s for s, _ in emb.history] == [2, 6]
+    assert [s for s, _ in emb.timings] == [2, 6] and all(t > 0 for _, t in emb.timings)
+    health, _ = fit(every_n_steps=2, every_n_epochs=None, min_interval_s=0)
+    assert [s for s, _ in health.history] == [2, 4, 6]
+    # the figure is drawn once: the CSV logger's copy is the saved PNG
+    saved = (tmp_path / "embeddings" / "embedding_step000006.png").read_bytes()
+    logged = sorted(tmp_path.glob("csv/**/images/train_embedding_step000006.png"))
+    assert logged and logged[-1].read_bytes() == saved
+    with pytest.raises(ValueError, match="min_interval_s must be >= 0"):
+        FeatureHealth(min_interval_s=-1)
 
 
 @pytest.mark.slow
@@ -141,6 +168,7 @@ def test_each_callback_default_once() -> None:
     cfg = compose_cfg(["task=pretrain", "callbacks.reconstruction.every_n_steps=7",
                        "callbacks.embedding.perplexity=5"]).callbacks
     assert cfg.reconstruction.every_n_steps == 7 and cfg.embedding.perplexity == 5
-    assert cfg.embedding.every_n_epochs == 5 and cfg.feature_health.at_train_end is False
+    assert cfg.embedding.every_n_epochs is None and cfg.feature_health.at_train_end is False
+    assert cfg.embedding.min_interval_s == 300 and cfg.feature_health.min_interval_s == 60
     with pytest.raises(Exception, match="num_image"):
         compose_cfg(["task=pretrain", "callbacks.reconstruction.num_image=2"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,27 @@ def test_maskfeat_pipeline_and_reconstruction_draw_the_same_mask():
         for i in range(2):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + i)  # make_masks' per-image seeding
             assert torch.equal(pipe.mask_generator(gen), from_model[i])
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_dataloader_workers_never_exceed_the_usable_cpus(caplog):
+    """With this process pinned to one CPU (as taskset or Slurm's --cpus-per-task would), 3
+    requested workers become 1 in every loader, logged once; a request within the CPUs stays."""
+    from selfsup_vis.data import datamodule
+
+    pipe = build_pipeline("eval", 32, crop_pct=None)
+    dm = SyntheticDataModule(num_classes=2, samples_per_class=2, val_samples_per_class=2, num_workers=3)
+    dm.configure(train=pipe, eval=pipe)
+    before = os.sched_getaffinity(0)
+    datamodule._clamp_logged.clear()
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert datamodule.usable_cpus() == 1
+        with caplog.at_level(logging.INFO, logger="selfsup_vis.data.datamodule"):
+            loaders = [dm.train_dataloader(), dm.val_dataloader(), dm.predict_dataloader()]
+        assert [ld.num_workers for ld in loaders] == [1, 1, 1]
+        assert caplog.text.count("dataset.num_workers=3 but this process may use 1 CPU(s)") == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert datamodule.loader_workers(1) == 1 and datamodule.loader_workers(0) == 0
+    assert datamodule.usable_cpus() == len(before)

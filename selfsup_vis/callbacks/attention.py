@@ -26,7 +26,7 @@ from selfsup_vis.checkpoints.provenance import training_provenance
 from selfsup_vis.config.callbacks import AttentionSnapshotConfig
 from selfsup_vis.config.defaults import takes_schema
 from selfsup_vis.data.transforms import denormalize
-from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.log import log_scalars
 from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.utils.io import save_npy
 
@@ -43,11 +43,11 @@ class AttentionSnapshot(PeriodicCallback):
 
     subdir = "attention"
 
-    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_images: int,
-                 method: str | None, block: int | None, layer: str | None, head_fusion: str,
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, min_interval_s: float,
+                 num_images: int, method: str | None, block: int | None, layer: str | None, head_fusion: str,
                  discard_ratio: float, seed: int, alpha: float, colormap: str, at_train_end: bool,
                  dirpath: str | None, formats: Sequence[str], save_arrays: bool) -> None:
-        super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
+        super().__init__(every_n_steps, every_n_epochs, min_interval_s, at_train_end, dirpath, formats)
         self.num_images, self.method, self.block, self.layer = num_images, method, block, layer
         self.head_fusion, self.discard_ratio, self.seed = head_fusion, discard_ratio, seed
         self.alpha, self.colormap, self.save_arrays = alpha, colormap, save_arrays
@@ -105,9 +105,6 @@ class AttentionSnapshot(PeriodicCallback):
         add_provenance(fig, training_provenance(
             pl_module, "pretrain/attention", step, trainer.current_epoch, seed=self.seed, layer=res.layer,
             dataset=eval_data_name(trainer), n=len(names)))
-        base = self.out_dir(trainer) / f"attention_step{step:06d}"
-        save_figure(fig, base, self.formats)
+        base = self.publish(trainer, fig, f"attention_step{step:06d}", "train/attention")
         if self.save_arrays:
             save_npy(base.with_suffix(".npy"), res.maps)
-        log_figure(trainer.loggers, "train/attention", fig, step=step)
-        fig.clf()

@@ -27,7 +27,7 @@ from selfsup_vis.dense.grids import grid_layers
 from selfsup_vis.dense.outputs import save_arrays
 from selfsup_vis.dense.pca import BASIS_FILE, DenseBasis
 from selfsup_vis.dense.plots import layer_figure
-from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.log import log_scalars
 from selfsup_vis.plotting.provenance import add_provenance
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,11 @@ class DenseSnapshot(PeriodicCallback):
 
     subdir = "dense"
 
-    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_images: int,
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, min_interval_s: float,
+                 num_images: int,
                  layer: str | None, normalisation: str, foreground: bool, outlier_k: float, seed: int,
                  at_train_end: bool, dirpath: str | None, formats: Sequence[str], save_arrays: bool) -> None:
-        super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
+        super().__init__(every_n_steps, every_n_epochs, min_interval_s, at_train_end, dirpath, formats)
         self.num_images, self.layer, self.seed, self.save_arrays = num_images, layer, seed, save_arrays
         self.settings = DenseSettings(normalisation=str(normalisation), foreground=foreground,
                                       outlier_k=float(outlier_k), max_pairs=0)
@@ -93,8 +94,6 @@ class DenseSnapshot(PeriodicCallback):
         add_provenance(fig, training_provenance(pl_module, "pretrain/dense", step, trainer.current_epoch,
                                                 seed=self.seed, layer=self.layer, dataset=eval_data_name(trainer),
                                                 n=len(names)))
-        save_figure(fig, out / f"dense_step{step:06d}", self.formats)
+        base = self.publish(trainer, fig, f"dense_step{step:06d}", "train/dense")
         if self.save_arrays:
-            save_arrays(out / f"dense_step{step:06d}.npz", res)
-        log_figure(trainer.loggers, "train/dense", fig, step=step)
-        fig.clf()
+            save_arrays(base.with_suffix(".npz"), res)

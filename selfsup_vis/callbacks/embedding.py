@@ -22,7 +22,7 @@ from selfsup_vis.config.callbacks import EmbeddingSnapshotConfig
 from selfsup_vis.config.defaults import takes_schema
 from selfsup_vis.embedding import EmbedParams, compute_embedding, embedding_quality
 from selfsup_vis.embedding.plots import plot_embedding
-from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.log import log_scalars
 from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.utils.io import write_with
 
@@ -39,11 +39,12 @@ class EmbeddingSnapshot(PeriodicCallback):
 
     subdir = "embeddings"
 
-    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_samples: int,
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, min_interval_s: float,
+                 num_samples: int,
                  layer: str | None, backend: str, perplexity: float, seed: int, batch_size: int,
                  at_train_end: bool, dirpath: str | None, formats: Sequence[str],
                  embed_kwargs: dict[str, Any] | None) -> None:
-        super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
+        super().__init__(every_n_steps, every_n_epochs, min_interval_s, at_train_end, dirpath, formats)
         self.num_samples, self.layer, self.backend = num_samples, layer, backend
         self.perplexity, self.seed, self.batch_size = perplexity, seed, batch_size
         self.embed_kwargs = dict(embed_kwargs or {})
@@ -69,13 +70,10 @@ class EmbeddingSnapshot(PeriodicCallback):
         add_provenance(fig, training_provenance(
             pl_module, "pretrain/embedding", step, trainer.current_epoch, layer=layer, seed=self.seed,
             dataset=eval_data_name(trainer), n=len(feats)))
-        base = self.out_dir(trainer) / f"embedding_step{step:06d}"
-        save_figure(fig, base, self.formats)
+        base = self.publish(trainer, fig, f"embedding_step{step:06d}", "train/embedding")
         write_with(base.with_suffix(".npz"), lambda tmp: np.savez_compressed(
             open(tmp, "wb"), coords=result.coords, labels=fx["labels"], indices=fx["indices"],
             features=feats.astype(np.float32)))
-        log_figure(trainer.loggers, "train/embedding", fig, step=step)
-        fig.clf()
         scalars = {f"embedding/{k}": float(v) for k, v in quality.items()
                    if isinstance(v, int | float) and k not in ("n", "n_classes", "knn_feat_queries")}
         log_scalars(trainer.loggers, scalars, step=step)

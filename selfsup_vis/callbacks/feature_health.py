@@ -64,10 +64,10 @@ class FeatureHealth(PeriodicCallback):
 
     subdir = "health"
 
-    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_samples: int,
-                 layer: str | None, seed: int, batch_size: int, at_train_end: bool,
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, min_interval_s: float,
+                 num_samples: int, layer: str | None, seed: int, batch_size: int, at_train_end: bool,
                  collapse_threshold: float, dirpath: str | None, formats: Sequence[str]) -> None:
-        super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
+        super().__init__(every_n_steps, every_n_epochs, min_interval_s, at_train_end, dirpath, formats)
         self.num_samples, self.layer, self.seed, self.batch_size = num_samples, layer, seed, batch_size
         self.collapse_threshold = collapse_threshold
         self._fixed = None

@@ -16,7 +16,7 @@ from selfsup_vis.callbacks.base import PeriodicCallback, eval_data_name, fixed_s
 from selfsup_vis.checkpoints.provenance import training_provenance
 from selfsup_vis.config.callbacks import ReconstructionDumpConfig
 from selfsup_vis.config.defaults import takes_schema
-from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
+from selfsup_vis.plotting.log import log_scalars
 from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.reconstruction.compute import DisplayOptions, reconstruct_batch, save_arrays
 from selfsup_vis.reconstruction.masks import make_masks, masked_image_model
@@ -36,11 +36,12 @@ class ReconstructionDump(PeriodicCallback):
 
     subdir = "reconstructions"
 
-    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, num_images: int,
+    def __init__(self, *, every_n_steps: int | None, every_n_epochs: int | None, min_interval_s: float,
+                 num_images: int,
                  seed: int, mask_ratio: float | None, at_train_end: bool, dirpath: str | None,
                  formats: Sequence[str], save_arrays: bool, display: str, display_neighbours: int,
                  mask_fill: Sequence[float], mask_outline: bool) -> None:
-        super().__init__(every_n_steps, every_n_epochs, at_train_end, dirpath, formats)
+        super().__init__(every_n_steps, every_n_epochs, min_interval_s, at_train_end, dirpath, formats)
         self.display = DisplayOptions(str(display), int(display_neighbours),
                                       tuple(float(v) for v in mask_fill), bool(mask_outline))
         self.num_images = num_images
@@ -79,12 +80,9 @@ class ReconstructionDump(PeriodicCallback):
         add_provenance(fig, training_provenance(
             pl_module, "pretrain/reconstruction", step, trainer.current_epoch, seed=self.seed,
             dataset=eval_data_name(trainer), n=len(recs)))
-        base = self.out_dir(trainer) / f"reconstruction_step{step:06d}"
-        save_figure(fig, base, self.formats)
+        base = self.publish(trainer, fig, f"reconstruction_step{step:06d}", "train/reconstruction")
         if self.save_arrays:
             save_arrays(base.with_suffix(".npz"), recs)
-        log_figure(trainer.loggers, "train/reconstruction", fig, step=step)
-        fig.clf()
         scalars = {"train/reconstruction_error": err}
         if recs[0].psnr_db is not None:  # PSNR of what the figure shows, masked pixels
             scalars["train/reconstruction_psnr_db"] = float(np.mean([r.psnr_db for r in recs]))

@@ -17,11 +17,19 @@ from selfsup_vis.config.tasks_train import ReconstructionDisplay, ReconstructTas
 
 @dataclass
 class PeriodicCallbackConfig:
-    """When a drawing callback runs: every N optimizer steps and/or epochs, and at the end."""
+    """When a drawing callback runs: at a due step (every ``every_n_steps`` optimizer steps,
+    and/or every ``every_n_epochs`` epochs) that is at least ``min_interval_s`` seconds of wall
+    time after its previous snapshot, and once more at the end of training (``at_train_end``).
+
+    The defaults bound what the snapshots cost on any run: a snapshot takes about a second on
+    the tiny models (a few on a ViT-B), so one per 5 minutes costs a long run about 1 % per
+    callback or less; a short run (a 40-image folder, 10 epochs: 20 steps) still gets a first
+    one (step 10) and the final state. ``scripts/bench_callbacks.py`` measures the cost on a small folder."""
 
     _target_: str = "???"
-    every_n_steps: int | None = field(default=None, metadata={"min": 1})
-    every_n_epochs: int | None = field(default=1, metadata={"min": 1})
+    every_n_steps: int | None = field(default=10, metadata={"min": 1})
+    every_n_epochs: int | None = field(default=None, metadata={"min": 1})
+    min_interval_s: float = field(default=300.0, metadata={"min": 0})
     at_train_end: bool = True
     dirpath: str | None = None  # default: <run dir>/<the callback's subdir>
     formats: list[str] = field(default_factory=lambda: ["png"])
@@ -44,7 +52,6 @@ class ReconstructionDumpConfig(PeriodicCallbackConfig):
 @dataclass
 class EmbeddingSnapshotConfig(PeriodicCallbackConfig):
     _target_: str = "selfsup_vis.callbacks.EmbeddingSnapshot"
-    every_n_epochs: int | None = field(default=5, metadata={"min": 1})
     num_samples: int = field(default=256, metadata={"min": 2})
     layer: str | None = None  # default: the model's default layer
     backend: str = "auto"  # auto (openTSNE) | opentsne | sklearn | pca | umap
@@ -57,6 +64,7 @@ class EmbeddingSnapshotConfig(PeriodicCallbackConfig):
 @dataclass
 class FeatureHealthConfig(PeriodicCallbackConfig):
     _target_: str = "selfsup_vis.callbacks.FeatureHealth"
+    min_interval_s: float = field(default=60.0, metadata={"min": 0})  # numbers only: cheap
     at_train_end: bool = False
     num_samples: int = field(default=256, metadata={"min": 2})
     layer: str | None = None
@@ -86,7 +94,6 @@ class DenseSnapshotConfig(PeriodicCallbackConfig):
     first call so that colours stay comparable across training."""
 
     _target_: str = "selfsup_vis.callbacks.DenseSnapshot"
-    every_n_epochs: int | None = field(default=5, metadata={"min": 1})
     num_images: int = field(default=4, metadata={"min": 1})
     layer: str | None = None  # null: the model's last layer with a spatial grid
     normalisation: str = "none"  # none | l2 | standardise

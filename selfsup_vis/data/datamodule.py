@@ -8,6 +8,7 @@ normalisation and training views) and the predict subset through one validated
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,29 @@ from selfsup_vis.data.synthetic import SyntheticShapes
 from selfsup_vis.data.transforms import Pipeline
 
 log = logging.getLogger(__name__)
+_clamp_logged: set[tuple[int, int]] = set()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (what ``taskset``,
+    a cgroup cpuset and Slurm's ``--cpus-per-task`` restrict), else ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def loader_workers(requested: int) -> int:
+    """``dataset.num_workers`` capped at the usable CPUs: more worker processes than cores only
+    compete with the training process (4 workers on 2 cores slowed a small run down), so the
+    cap applies and is logged once per process and value."""
+    cpus = usable_cpus()
+    if requested <= cpus:
+        return requested
+    if (requested, cpus) not in _clamp_logged:
+        _clamp_logged.add((requested, cpus))
+        log.info("dataset.num_workers=%d but this process may use %d CPU(s): using %d DataLoader workers",
+                 requested, cpus, cpus)
+    return cpus
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -99,16 +123,18 @@ class ImageDataModule(pl.LightningDataModule):
         self.predict_indices = predict_indices
         return self
 
-    def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool = False,
+                collate: Any = collate_skip_none) -> DataLoader:
+        workers = loader_workers(self.num_workers)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_skip_none,
+            persistent_workers=workers > 0,
+            collate_fn=collate,
         )
 
     def _require(self, pipeline: Pipeline | None, what: str) -> Pipeline:
@@ -132,10 +158,7 @@ class ImageDataModule(pl.LightningDataModule):
         ds, collate = self.gpu_decode.prepare(ds, pipeline, getattr(self, "trainer", None))
         if self.predict_indices is not None:
             ds = Subset(ds, list(self.predict_indices))
-        loader = self._loader(ds, shuffle=False)
-        return loader if collate is None else DataLoader(
-            ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, collate_fn=collate)
+        return self._loader(ds, shuffle=False, collate=collate or collate_skip_none)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """dataset.decode=gpu: the batch's JPEG bytes become images on the trainer's device."""

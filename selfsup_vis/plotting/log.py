@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -32,15 +33,20 @@ def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
 
 
 def save_figure(
-    fig: Figure, path_without_ext: str | Path, formats: Sequence[str] = ("png",), dpi: int = 100
+    fig: Figure, path_without_ext: str | Path, formats: Sequence[str] = ("png",), dpi: int = 100,
+    png_compress_level: int | None = None,
 ) -> list[Path]:
-    """Save ``fig`` once per format, each file written atomically."""
+    """Save ``fig`` once per format, each file written atomically. ``png_compress_level`` (zlib
+    0-9; None: Pillow's 6): 1 encodes a figure 3-4x faster for ~20 % more bytes (what figures
+    drawn during training use)."""
     paths = []
     for fmt in formats:
         path = Path(f"{path_without_ext}.{fmt}")
         meta = figure_metadata(fig, str(fmt))  # the provenance footer, when add_provenance drew one
-        write_with(path, lambda tmp, f=str(fmt), m=meta: fig.savefig(tmp, format=f, dpi=dpi,
-                                                                    bbox_inches="tight", metadata=m))
+        extra = {"pil_kwargs": {"compress_level": png_compress_level}} \
+            if fmt == "png" and png_compress_level is not None else {}
+        write_with(path, lambda tmp, f=str(fmt), m=meta, x=extra: fig.savefig(
+            tmp, format=f, dpi=dpi, bbox_inches="tight", metadata=m, **x))
         paths.append(path)
     return paths
 
@@ -61,9 +67,15 @@ def log_figure(loggers: Iterable[Logger], key: str, fig: Figure, step: int = 0) 
     """Log one figure to every logger: CSV → PNG under its log dir, TensorBoard → image
     summary, W&B → ``wandb.Image``. A logger that fails is reported, not fatal."""
     loggers = list(loggers)
-    if not loggers:
-        return
-    image = figure_to_array(fig)
+    if loggers:
+        log_image(loggers, key, figure_to_array(fig), step)
+
+
+def log_image(loggers: Iterable[Logger], key: str, image: np.ndarray, step: int = 0,
+              png: Path | None = None) -> None:
+    """``log_figure`` for an already rendered RGB uint8 image (H, W, 3), e.g. the pixels of the
+    PNG just saved (``png``: that file, which the CSV logger copies instead of encoding again),
+    so that a figure is drawn once for its file and its loggers."""
     for lg in loggers:
         try:
             if isinstance(lg, TensorBoardLogger):
@@ -75,7 +87,10 @@ def log_figure(loggers: Iterable[Logger], key: str, fig: Figure, step: int = 0) 
                 lg.experiment.log({key: wandb.Image(image), "trainer/global_step": step})
             elif isinstance(lg, CSVLogger):
                 path = Path(lg.log_dir) / "images" / f"{_safe_key(key)}_step{step:06d}.png"
-                write_with(path, lambda tmp: Image.fromarray(image).save(tmp, format="png"))
+                if png is not None:
+                    write_with(path, lambda tmp: shutil.copyfile(png, tmp))
+                else:
+                    write_with(path, lambda tmp: Image.fromarray(image).save(tmp, format="png"))
             else:
                 log.debug("logger %s takes no images; skipped %s", type(lg).__name__, key)
         except Exception as err:
