@@ -40,9 +40,10 @@ def steps(out: Path) -> list[tuple[str, list[str]]]:
         # a tiny MAE trained in front of you, then what it reconstructs, separates and attends to
         ("pretrain_mae", ["task=pretrain", "model=mae_tiny", "trainer.max_epochs=24",
                           "dataset.batch_size=16", "model.optimizer.lr=3e-3",
+                          # reconstructions as it learns; the other snapshots of the final state
+                          "callbacks.reconstruction.every_n_steps=null",
                           "callbacks.reconstruction.every_n_epochs=8",
-                          "callbacks.embedding.every_n_epochs=12", "callbacks.dense.every_n_epochs=12",
-                          "callbacks.attention.every_n_epochs=12"]),
+                          "callbacks.reconstruction.min_interval_s=0"]),
         ("reconstruct_mae", ["task=reconstruct", "model=mae_tiny", f"model.checkpoint={mae}"]),
         ("tsne_mae", ["task=tsne", "model=mae_tiny", f"model.checkpoint={mae}"]),
         ("compare_mae", ["task=compare_embeddings", "model=mae_tiny", f"task.checkpoints=[null,{mae}]",

@@ -281,7 +281,7 @@ def test_attention_snapshot_during_pretrain(compose_in, tmp_path):
     cfg = compose_in(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
                       "dataset.batch_size=8", "dataset.num_classes=3", "dataset.val_samples_per_class=2",
                       "callbacks.embedding=null", "callbacks.feature_health=null", "callbacks.reconstruction=null",
-                      "callbacks.attention.num_images=2", "callbacks.attention.every_n_steps=2", "logger=csv",
+                      "callbacks.attention.num_images=2", "callbacks.attention.every_n_steps=2", "callbacks.attention.min_interval_s=0", "logger=csv",
                       *QUIET])
     run_task(cfg)
     figures = sorted((tmp_path / "attention").glob("attention_step*.png"))

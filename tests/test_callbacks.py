@@ -92,8 +92,8 @@ def test_callbacks_work_in_any_lightning_training(tmp_path, caplog):
 
 def test_schedule_by_steps_and_wall_time_with_first_and_last(tmp_path):
     """A due step fires only when ``min_interval_s`` has passed since the callback's previous
-    snapshot; the end of training always fires: a long interval leaves the first due step and
-    the final state, none leaves every due step. Each snapshot's time is recorded."""
+    snapshot or the start of training; the end of training always fires: a long interval leaves
+    the final state only, none leaves every due step. Each snapshot's time is recorded."""
     def fit(**schedule):
         health = FeatureHealth(**schedule, num_samples=16, at_train_end=True)
         emb = EmbeddingSnapshot(**schedule, num_samples=16, backend="pca")
@@ -104,8 +104,8 @@ def test_schedule_by_steps_and_wall_time_with_first_and_last(tmp_path):
         return health, emb
 
     health, emb = fit(every_n_steps=2, every_n_epochs=None, min_interval_s=3600)
-    assert [s for s, _ in health.history] == [2, 6] and [s for s, _ in emb.history] == [2, 6]
-    assert [s for s, _ in emb.timings] == [2, 6] and all(t > 0 for _, t in emb.timings)
+    assert [s for s, _ in health.history] == [6] and [s for s, _ in emb.history] == [6]
+    assert [s for s, _ in emb.timings] == [6] and all(t > 0 for _, t in emb.timings)
     health, _ = fit(every_n_steps=2, every_n_epochs=None, min_interval_s=0)
     assert [s for s, _ in health.history] == [2, 4, 6]
     # the figure is drawn once: the CSV logger's copy is the saved PNG
@@ -132,7 +132,7 @@ def test_drawing_failure_does_not_break_training(tmp_path, monkeypatch, caplog):
         raise RuntimeError("figure exploded")
 
     monkeypatch.setattr("selfsup_vis.callbacks.reconstruction.reconstruction_grid", broken)
-    rec = ReconstructionDump(every_n_steps=1, every_n_epochs=None, num_images=2)
+    rec = ReconstructionDump(every_n_steps=1, every_n_epochs=None, min_interval_s=0, num_images=2)
     trainer = pl.Trainer(max_steps=2, logger=False, callbacks=[rec], default_root_dir=tmp_path,
                          enable_progress_bar=False, enable_checkpointing=False)
     with caplog.at_level(logging.WARNING):
@@ -168,7 +168,7 @@ def test_each_callback_default_once() -> None:
     cfg = compose_cfg(["task=pretrain", "callbacks.reconstruction.every_n_steps=7",
                        "callbacks.embedding.perplexity=5"]).callbacks
     assert cfg.reconstruction.every_n_steps == 7 and cfg.embedding.perplexity == 5
-    assert cfg.embedding.every_n_epochs is None and cfg.feature_health.at_train_end is False
+    assert cfg.embedding.every_n_epochs is None and cfg.feature_health.at_train_end is True
     assert cfg.embedding.min_interval_s == 300 and cfg.feature_health.min_interval_s == 60
     with pytest.raises(Exception, match="num_image"):
         compose_cfg(["task=pretrain", "callbacks.reconstruction.num_image=2"])

@@ -153,7 +153,7 @@ def test_task_on_an_image_folder(tmp_path):
 def test_dense_snapshot_during_pretrain(compose_in, tmp_path):
     cfg = compose_in(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
                       "dataset.num_classes=2", "dataset.samples_per_class=8", "logger=csv",
-                      "callbacks.dense.every_n_steps=1", *QUIET])
+                      "callbacks.dense.every_n_steps=1", "callbacks.dense.min_interval_s=0", *QUIET])
     run_task(cfg)
     figures = sorted((tmp_path / "dense").glob("dense_step*.png"))
     assert len(figures) == 2 and (tmp_path / "dense" / "pca_basis.npz").is_file()

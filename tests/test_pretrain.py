@@ -29,10 +29,10 @@ SMALL = ["dataset.batch_size=8", "dataset.val_samples_per_class=4", "trainer.ena
 def test_pretrain_cli_callbacks_scalars_and_resume(tmp_path):
     out = tmp_path / "a"
     proc = run_main(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-                    *SMALL, "callbacks.embedding.every_n_steps=3", "callbacks.embedding.num_samples=32",
+                    *SMALL, "callbacks.embedding.every_n_steps=3", "callbacks.embedding.min_interval_s=0", "callbacks.embedding.num_samples=32",
                     "callbacks.embedding.backend=pca", "callbacks.feature_health.num_samples=32",
-                    "callbacks.feature_health.every_n_steps=3",
-                    "callbacks.reconstruction.num_images=2", "callbacks.reconstruction.every_n_steps=3",
+                    "callbacks.feature_health.every_n_steps=3", "callbacks.feature_health.min_interval_s=0",
+                    "callbacks.reconstruction.num_images=2", "callbacks.reconstruction.every_n_steps=3", "callbacks.reconstruction.min_interval_s=0",
                     "callbacks.checkpoint.every_n_epochs=null",
                     "callbacks.checkpoint.every_n_train_steps=3",
                     f"hydra.run.dir={out}"], tmp_path)

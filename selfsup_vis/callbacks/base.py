@@ -7,8 +7,9 @@ Why wall time: on a small folder an epoch lasts a second and a figure takes abou
 a per-epoch schedule multiplied training time (a 40-image run: 420 s with the snapshots vs 41 s
 without); on ImageNet an epoch lasts an hour and a per-epoch figure comes too rarely. A due
 step that is also at least ``min_interval_s`` after the callback's previous snapshot bounds the
-cost to (time of one snapshot) / ``min_interval_s`` on any run, while short runs still get a
-first snapshot (the first due step) and the final state (the end of training)."""
+cost to (time of one snapshot) / ``min_interval_s`` on any run. The interval counts from the
+start of training too: a snapshot of a model a few steps old says little, and a short run (a
+small folder, a quick check) then pays for the final state only, drawn at the end."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ class PeriodicCallback(pl.Callback):
     and no gradients, when a step is due (every ``every_n_steps`` optimizer steps and/or at the
     end of every ``every_n_epochs``-th epoch) and at least ``min_interval_s`` seconds have
     passed since this callback's previous snapshot; and once more at the end of training when
-    ``at_train_end`` (whatever the interval: the final state is always shown). ``timings``
-    holds (global step, seconds) of every snapshot."""
+    ``at_train_end`` (whatever the interval: the final state is always shown). The interval
+    also runs from the start of training. ``timings`` holds (global step, seconds) of every
+    snapshot."""
 
     subdir = "snapshots"
 
@@ -56,11 +58,14 @@ class PeriodicCallback(pl.Callback):
         self.dirpath = dirpath
         self.formats = tuple(formats)
         self.last_step: int | None = None
-        self._last_fired: float | None = None  # time.monotonic() at the end of the last snapshot
+        self._last_fired: float | None = None  # time.monotonic(): the last snapshot's end, or the start
         self.failures: list[str] = []
         self.timings: list[tuple[int, float]] = []
 
     # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_fired = time.monotonic()  # the first due step waits min_interval_s too
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         step = trainer.global_step

@@ -19,12 +19,13 @@ from selfsup_vis.config.tasks_train import ReconstructionDisplay, ReconstructTas
 class PeriodicCallbackConfig:
     """When a drawing callback runs: at a due step (every ``every_n_steps`` optimizer steps,
     and/or every ``every_n_epochs`` epochs) that is at least ``min_interval_s`` seconds of wall
-    time after its previous snapshot, and once more at the end of training (``at_train_end``).
+    time after its previous snapshot (or the start of training), and once more at the end of
+    training (``at_train_end``).
 
     The defaults bound what the snapshots cost on any run: a snapshot takes about a second on
     the tiny models (a few on a ViT-B), so one per 5 minutes costs a long run about 1 % per
-    callback or less; a short run (a 40-image folder, 10 epochs: 20 steps) still gets a first
-    one (step 10) and the final state. ``scripts/bench_callbacks.py`` measures the cost on a small folder."""
+    callback or less, and a short run (a 40-image folder, 10 epochs: 20 steps) pays for the
+    final state only. ``scripts/bench_callbacks.py`` measures the cost on a small folder."""
 
     _target_: str = "???"
     every_n_steps: int | None = field(default=10, metadata={"min": 1})
@@ -65,7 +66,6 @@ class EmbeddingSnapshotConfig(PeriodicCallbackConfig):
 class FeatureHealthConfig(PeriodicCallbackConfig):
     _target_: str = "selfsup_vis.callbacks.FeatureHealth"
     min_interval_s: float = field(default=60.0, metadata={"min": 0})  # numbers only: cheap
-    at_train_end: bool = False
     num_samples: int = field(default=256, metadata={"min": 2})
     layer: str | None = None
     seed: int = 0
