@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from selfsup_vis.attention.compute import MapSpec, check_spec, compute_maps
@@ -22,7 +21,7 @@ from selfsup_vis.attention.vit import attention_probs, cls_attention, rollout
 from selfsup_vis.data.synthetic import SyntheticShapes
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.models import build_model
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, train_classifier
 from tests.conftest import run_job as run_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,22 +222,13 @@ def test_bad_input_names_the_valid_choices(compose_in):
 # ------------------------------------------------------------------------------ Grad-CAM score
 def _train_shape_classifier(compose_in, path: Path, steps: int) -> None:
     """classifier_tiny (ResNet-18 layout, 8..64 channels) on 48 px synthetic silhouettes
-    (``shape_only``: the shape is the only cue), a plain AdamW loop; saved as a state dict."""
+    (``shape_only``: the shape is the only cue), a plain AdamW loop (conftest); a state dict."""
     cfg = compose_in(["model=classifier_tiny", "model.img_size=48", "model.num_classes=4"])
     torch.manual_seed(0)
     model = build_model(cfg.model)
     ds = SyntheticShapes("shape_only", 4, 48, 48, seed=0, transform=pipeline_for_model(cfg.model, "eval", crop_pct=None))
     x = torch.stack([ds[i]["image"] for i in range(len(ds))])
-    y = torch.tensor(ds.labels)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (32,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_classifier(model, x, torch.tensor(ds.labels), steps, lr=3e-3)
     torch.save(model.state_dict(), path)
 
 

@@ -7,6 +7,7 @@ foreground IoU against a random-weight one's and the centre-blob baseline."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from selfsup_vis.dense.grids import expected_grids, patch_grids
 from selfsup_vis.dense.norms import norm_maps, norm_stats
 from selfsup_vis.dense.pca import DenseBasis, fit_basis, tensor_chunks
 from selfsup_vis.models import build_model
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, train_classifier
 from tests.conftest import run_job as run_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -165,23 +166,30 @@ def test_dense_snapshot_during_pretrain(compose_in, tmp_path):
 
 
 # ------------------------------------------------------------------------------ IoU: trained vs random
+# global_pool=max: the head sees each channel's maximum over the patch tokens (no CLS token), so the
+# class evidence must sit in the object's own patches; it trains in a third of the steps of CLS
+# pooling here (unseen accuracy 0.94 after 300 steps vs 0.85 after 500).
 VIT = ["model=timm", "model.name=vit_tiny_test", "model.model_name=vit_tiny_patch16_224", "model.img_size=64",
-       "model.num_classes=4", "+model.model_kwargs={img_size: 64, patch_size: 8, embed_dim: 64, depth: 4, num_heads: 4}"]
-# Objects anywhere in the frame (the centre blob is no help) on a background of another texture in
-# colours drawn like the object's (random features cannot split them by pixel statistics). On the
-# default data (centred shapes, flat grey background) a random ViT and the centre blob are both as
-# good as a trained one: see the README's dense section for the numbers.
-HARD = {"placement": "anywhere", "background": "texture"}
+       "model.num_classes=4", "+model.model_kwargs={img_size: 64, patch_size: 8, embed_dim: 64, depth: 4, num_heads: 4, "
+       "global_pool: max}"]
+# Objects anywhere in the frame (the centre blob is no help) on a flat background of a random colour
+# with low-contrast noise: the object is the textured region, but the background's colour varies
+# across images as much as the object's, so a joint PCA of raw pixel projections (random weights)
+# splits colours, not objects. Flat grey backgrounds are split by random weights too; textured
+# backgrounds are not learnt in the test's budget: see the README's dense section for the numbers.
+HARD = {"placement": "anywhere", "background": "noise"}
 
 
 def test_synthetic_placement_and_background_options():
     """The defaults draw what they always drew; ``anywhere`` puts objects off-centre, fully inside
-    the frame; ``texture`` fills the background with a pattern of the object's contrast."""
+    the frame; ``texture`` fills the background with a pattern of the object's contrast; ``noise``
+    with one colour per image (any colour) and little contrast."""
     plain = SyntheticShapes("train", 4, 64, 4, seed=1)
     explicit = SyntheticShapes("train", 4, 64, 4, seed=1, placement="centred", background="flat")
-    hard = SyntheticShapes("train", 4, 64, 4, seed=1, **HARD)
+    hard = SyntheticShapes("train", 4, 64, 4, seed=1, placement="anywhere", background="texture")
+    noise = SyntheticShapes("train", 4, 64, 4, seed=1, **HARD)
     assert all(np.array_equal(np.asarray(plain.load_image(i)), np.asarray(explicit.load_image(i))) for i in range(16))
-    centres, stds = [], []
+    centres, stds, noisy, colours = [], [], [], []
     for i in range(16):
         m = hard.object_mask(i)
         ys, xs = np.nonzero(m)
@@ -189,36 +197,41 @@ def test_synthetic_placement_and_background_options():
         centres.append(np.hypot(ys.mean() - 31.5, xs.mean() - 31.5))
         img = np.asarray(hard.load_image(i)).astype(float)
         stds.append((img[~m].std(), img[m].std()))
+        m2, img2 = noise.object_mask(i), np.asarray(noise.load_image(i)).astype(float)
+        assert np.array_equal(m2, m)  # the same draws place the same shape
+        noisy.append((img2[~m2].std(0).max(), img2[m2].std()))
+        colours.append(img2[~m2].mean(0))
     assert np.median(centres) > 8 and max(centres) > 15  # off-centre (centred: within ±5 px)
     bg, fg = np.array(stds).T
     assert (bg > 30).all() and np.median(bg / fg) == pytest.approx(1, abs=0.5)  # textured as the object
+    bg, fg = np.array(noisy).T
+    assert (bg < 12).all() and (fg > 30).all()  # low-contrast noise around one colour; a textured object
+    assert np.array(colours).std(0).min() > 40  # that colour varies from image to image
     with pytest.raises(ValueError, match=r"placement 'left' unknown; valid: \['centred', 'anywhere'\]"):
         SyntheticShapes("train", placement="left")
+    with pytest.raises(ValueError, match=r"background 'grass' unknown; valid: \['flat', 'texture', 'noise'\]"):
+        SyntheticShapes("train", background="grass")
 
 
-def _train_vit(path: Path, steps: int) -> None:
-    """As tests/test_attention.py trains its classifier: a plain AdamW loop on synthetic images."""
+def _train_vit(path: Path, steps: int) -> float:
+    """The tiny ViT as a classifier of 4 shapes (128 images each, horizontal flips), with the
+    attention tests' loop (conftest); returns the seconds spent training."""
     cfg = compose_cfg(VIT)
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    ds = SyntheticShapes("train", 4, 64, 32, seed=0, transform=pipeline_for_model(cfg.model, "eval", crop_pct=None),
+    ds = SyntheticShapes("train", 4, 64, 128, seed=0, transform=pipeline_for_model(cfg.model, "eval", crop_pct=None),
                          **HARD)
-    x, y = torch.stack([ds[i]["image"] for i in range(len(ds))]), torch.tensor(ds.labels)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (32,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    t0 = time.perf_counter()
+    train_classifier(model, x, torch.tensor(ds.labels), steps, lr=1e-3, warmup=steps // 10, cosine=True, hflip=True)
+    seconds = time.perf_counter() - t0
     torch.save(model.state_dict(), path)
+    return seconds
 
 
 def _write_unseen(root: Path) -> tuple[Path, Path]:
-    """24 unseen images (seed 1) and their object masks as files: task.images + task.masks_root."""
-    ds = SyntheticShapes("train", 4, 64, 6, seed=1, **HARD)
+    """72 unseen images (seed 1) and their object masks as files: task.images + task.masks_root."""
+    ds = SyntheticShapes("train", 4, 64, 18, seed=1, **HARD)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for i in range(len(ds)):
@@ -229,23 +242,23 @@ def _write_unseen(root: Path) -> tuple[Path, Path]:
 
 def _iou(tmp_path: Path, checkpoint: Path | None, images: Path, masks: Path) -> dict:
     cfg = compose_cfg(["task=dense", *VIT, f"model.checkpoint={checkpoint or 'null'}", "task.layers=[block3]",
-                       f"task.images=[{images}]", f"task.masks_root={masks}", "task.max_images=24",
+                       f"task.images=[{images}]", f"task.masks_root={masks}", "task.max_images=72",
                        "task.max_pairs=0", "logger=none", *QUIET],
                       tmp_path / ("trained" if checkpoint else "random"))
     return run_task(cfg)["layers"]["block3"]["iou"]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured (README, dense): on off-centre shapes over a textured background the centre "
-                          "blob is weak (0.14) and random weights fail (0.09), but 150 AdamW steps do not train the "
-                          "tiny ViT (unseen accuracy 0.17-0.33 of 4 classes) and its IoU stays 0.11; on a flat background "
-                          "random weights reach 0.45, trained 0.51 (0.53 after 300 steps)", strict=False)
+@pytest.mark.xfail(reason="measured (README, dense): on these 72 images trained 0.15-0.22 (block0-3) vs random 0.14 "
+                          "and centre blob 0.19; over 6 unseen sets the trained ViT beats random weights by only "
+                          "+0.01..+0.21 and the blob on two sets in three: its PC1 is no more the object than "
+                          "random features' (best threshold: 0.24-0.31 vs 0.27-0.29; ceiling 0.65)", strict=False)
 def test_foreground_iou_trained_vs_random_vs_centre_blob(tmp_path):
     ckpt = tmp_path / "vit.pt"
-    _train_vit(ckpt, steps=150)
+    seconds = _train_vit(ckpt, steps=300)
     images, masks = _write_unseen(tmp_path / "unseen")
     trained, random = _iou(tmp_path, ckpt, images, masks), _iou(tmp_path, None, images, masks)
-    print({"trained": trained, "random": random})
+    print({"trained": trained, "random": random, "train_seconds": round(seconds, 1)})
     assert trained["centre_blob_iou"] == random["centre_blob_iou"]  # the same images and masks
     assert trained["iou"] >= random["iou"] + 0.1
     assert trained["iou"] >= trained["centre_blob_iou"] + 0.05

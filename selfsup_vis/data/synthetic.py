@@ -30,7 +30,7 @@ TEXTURES = [
 ]  # fmt: skip
 SPLITS = ("train", "val", "conflict", "shape_only", "texture_only")
 PLACEMENTS = ("centred", "anywhere")
-BACKGROUNDS = ("flat", "texture")
+BACKGROUNDS = ("flat", "texture", "noise")
 _SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
 _SUPERSAMPLE = 2
 
@@ -142,8 +142,11 @@ def render_with_mask(
 
     ``placement``: ``centred`` (scale 0.55–0.8 of the half-frame, centre within ±0.15) or
     ``anywhere`` (scale 0.3–0.5, anywhere fully inside the frame: a centred prior is no help).
-    ``background``: ``flat`` (light grey) or ``texture`` (a random other texture in two colours
-    drawn like the shape's: the same low-level statistics, so only the shape tells them apart).
+    ``background``: ``flat`` (light grey), ``texture`` (a random other texture in two colours
+    drawn like the shape's: the same low-level statistics, so only the shape tells them apart) or
+    ``noise`` (a random colour of any hue and brightness with low-contrast pixel noise: the object
+    is the textured region, but over a set of images the background's colour varies as much as the
+    object's, so a projection of raw pixels does not split them).
     The defaults draw exactly the random numbers they always drew (same images)."""
     if placement not in PLACEMENTS or background not in BACKGROUNDS:
         raise ValueError(f"synthetic placement {placement!r} / background {background!r} unknown; "
@@ -179,6 +182,8 @@ def render_with_mask(
             c0, c1 = _two_colours(rng)
             pattern = texture_pattern(other[int(rng.integers(len(other)))], xx, yy, rng)[..., None]
             background_img = pattern * c1 + (1 - pattern) * c0
+        elif background == "noise":
+            background_img = np.clip(rng.uniform(0.0, 1.0, 3) + rng.normal(0, 0.06, (s, s, 3)), 0, 1)
         img = np.where(inside, fill, background_img)
     pil = Image.fromarray((img * 255).round().astype(np.uint8), "RGB")
     cover = Image.fromarray(inside[..., 0].astype(np.float32), "F").resize((size, size), Image.Resampling.BOX)
