@@ -1,0 +1,39 @@
+"""``model.pretrained=true`` on a machine without network fails within seconds with a message
+naming HF_HUB_OFFLINE, the cache and ``model.checkpoint=`` (it retried the Hub for ~50 s and
+then reported a "config error"). Nothing is mocked: the Hub is a local port nobody listens on."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_main
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("offline_flag", [False, True], ids=["unreachable-hub", "HF_HUB_OFFLINE"])
+def test_pretrained_offline_fails_fast_and_says_what_to_do(tmp_path: Path, offline_flag: bool) -> None:
+    cache = tmp_path / "hf_cache"
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}", "HF_HUB_CACHE": str(cache),
+           "TORCH_HOME": str(tmp_path / "torch")}
+    if offline_flag:
+        env["HF_HUB_OFFLINE"] = "1"
+    start = time.perf_counter()
+    proc = run_main(["task=tsne", "model=timm", "model.name=resnet18", "model.pretrained=true",
+                     "task.max_samples_per_class=2", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, env=env)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 1, proc.stderr  # not a config error: the config is right
+    assert seconds <= 5.0, f"took {seconds:.1f} s"
+    message = proc.stderr
+    assert "config error" not in message
+    assert "HF_HUB_OFFLINE" in message and str(cache) in message
+    assert "model.checkpoint=" in message
+    assert ("HF_HUB_OFFLINE is set" if offline_flag else env["HF_ENDPOINT"]) in message
