@@ -29,7 +29,9 @@ class ProvenanceLike(Protocol):
 
 #: a figure is often printed one column wide; its footer must still be legible there
 COLUMN_WIDTH_IN = 3.4
-MIN_PRINTED_PT = 5.5
+MIN_PRINTED_PT = 5.0
+#: never larger than a title: up to 8.2-inch-wide figures meet MIN_PRINTED_PT at column width
+MAX_FOOTER_PT = 12.0
 _ABS_PATH = re.compile(r"(?<![\w.:/~-])(?:~|[A-Za-z]:)?[/\\][^\s·,;()\[\]]+")
 
 
@@ -45,9 +47,10 @@ def short_paths(text: str) -> str:
 
 def footer_fontsize(fig: Figure, fontsize: float = 7.0) -> float:
     """At least ``fontsize``, and large enough that the footer is ``MIN_PRINTED_PT`` points when
-    the figure is scaled to one column (``COLUMN_WIDTH_IN``): a 14-inch strip printed at 3.4
-    inches shrank a 7 pt footer to 1.7 pt."""
-    return max(fontsize, MIN_PRINTED_PT * fig.get_figwidth() / COLUMN_WIDTH_IN)
+    the figure is scaled to one column (``COLUMN_WIDTH_IN``), up to ``MAX_FOOTER_PT`` (the
+    figure's own titles' size): a 14-inch strip printed at 3.4 inches shrank a 7 pt footer to
+    1.7 pt; grids now wrap to near-square, so few figures are wider than 8 inches."""
+    return min(max(fontsize, MIN_PRINTED_PT * fig.get_figwidth() / COLUMN_WIDTH_IN), max(fontsize, MAX_FOOTER_PT))
 
 
 def add_provenance(fig: Figure, prov: ProvenanceLike, fontsize: float = 7.0) -> str:
