@@ -38,7 +38,9 @@ def wrap_label(text: object, width: int = 22, max_lines: int = 3) -> str:
     s = str(text)
     if len(s) <= width:
         return s
-    pieces = [p for p in re.split(r"(?<=[/_\- ])", s) if p]
+    # folders and words first; a part still longer than a line breaks at its _ or -
+    pieces = [q for p in re.split(r"(?<=[/ ])", s) if p
+              for q in (re.split(r"(?<=[_\-])", p) if len(p) > width else [p]) if q]
     lines: list[str] = []
     line = ""
     for piece in pieces:

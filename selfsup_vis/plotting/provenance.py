@@ -30,7 +30,7 @@ class ProvenanceLike(Protocol):
 #: a figure is often printed one column wide; its footer must still be legible there
 COLUMN_WIDTH_IN = 3.4
 MIN_PRINTED_PT = 5.0
-#: never larger than a title: up to 8.2-inch-wide figures meet MIN_PRINTED_PT at column width
+#: never larger than a title: figures up to 8.1 inches wide meet MIN_PRINTED_PT at column width
 MAX_FOOTER_PT = 12.0
 _ABS_PATH = re.compile(r"(?<![\w.:/~-])(?:~|[A-Za-z]:)?[/\\][^\s·,;()\[\]]+")
 
