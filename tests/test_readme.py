@@ -322,20 +322,31 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("cmd", TOOLS, ids=[c.id for c in TOOLS])
+def _tool_marks(cmd: Command) -> list:
+    return [pytest.mark.slow] if cmd.argv[:3] == (*SELF[:2], "selfsup_vis.report") else []
+
+
+@pytest.mark.parametrize("cmd", [pytest.param(c, id=c.id, marks=_tool_marks(c)) for c in TOOLS])
 def test_readme_tool_command(cmd: Command, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
     """Each tool's README line through the function its entry point names: the plot runs on
     model-vs-human's CSVs, the download (no network here) fails with a message, not a traceback;
-    the report command's argument parser takes the line."""
-    monkeypatch.chdir(workspace)
+    the report command rebuilds report.html of a run / a sweep made here first."""
+    monkeypatch.chdir(tmp_path)
     args = _localise(list(cmd.argv[1:]))
-    if cmd.argv[0] == "python":  # python -m selfsup_vis.report <run dir> [--max-mb N]
+    if cmd.argv[0] == "python":  # python -m selfsup_vis.report <run dir or sweep dir> [--max-mb N]
+        target = tmp_path / args[2]
+        sweep = target.parts[-3] == "multirun"
+        job = ["-m", "task.seed=0,1", f"hydra.sweep.dir={target}"] if sweep else [f"hydra.run.dir={target}"]
+        assert_ok(run_main([*job[:1], "task=browse", "task.n_samples=1", *job[1:]], tmp_path))
         report = importlib.import_module("selfsup_vis.report.__main__")
-        with pytest.raises(SystemExit) as stop:
-            report.main([*args[2:], "--help"])
-        assert stop.value.code == 0
+        (target / "report.html").unlink(missing_ok=True)
+        report.main(args[2:])
+        assert (target / ("sweep_summary.json" if sweep else "summary.json")).is_file()
+        assert (target / "report.html").is_file()
+        assert capsys.readouterr().out.strip().endswith("report.html")
         return
+    monkeypatch.chdir(workspace)
     module, _, func = _entry_points()[cmd.argv[0]].partition(":")
     main = getattr(importlib.import_module(module), func)
     if cmd.argv[0].endswith("download-cue-conflict"):
