@@ -12,6 +12,7 @@ import pytest
 import timm
 
 import selfsup_vis.tasks.tsne  # noqa: F401 - loaded before the clock starts, as in a CLI job
+from selfsup_vis.checkpoints.hub import endpoint_reachable
 from tests.conftest import run_main
 
 
@@ -25,7 +26,8 @@ def _closed_port() -> int:
 def test_pretrained_offline_fails_fast_and_says_what_to_do(tmp_path: Path, offline_flag: bool) -> None:
     cache = tmp_path / "hf_cache"
     env = {"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}", "HF_HUB_CACHE": str(cache),
-           "TORCH_HOME": str(tmp_path / "torch")}
+           "TORCH_HOME": str(tmp_path / "torch"), "NO_PROXY": "127.0.0.1,localhost",
+           "no_proxy": "127.0.0.1,localhost"}
     if offline_flag:
         env["HF_HUB_OFFLINE"] = "1"
     timm.list_models()  # timm's registry, built once per process (as the CLI's startup does)
@@ -40,3 +42,18 @@ def test_pretrained_offline_fails_fast_and_says_what_to_do(tmp_path: Path, offli
     assert "HF_HUB_OFFLINE" in message and str(cache) in message
     assert "model.checkpoint=" in message
     assert ("HF_HUB_OFFLINE is set" if offline_flag else env["HF_ENDPOINT"]) in message
+
+
+def test_the_probe_goes_where_requests_would_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Directly, or through HTTPS_PROXY / HTTP_PROXY when one is set (clusters without direct
+    access reach the Hub through a proxy: a direct probe would refuse them wrongly)."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        open_url = f"http://127.0.0.1:{listening.getsockname()[1]}"
+        for var in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        assert endpoint_reachable(open_url) and not endpoint_reachable(f"http://127.0.0.1:{_closed_port()}")
+        monkeypatch.setenv("HTTP_PROXY", open_url)
+        monkeypatch.setenv("http_proxy", open_url)
+        assert endpoint_reachable(f"http://127.0.0.1:{_closed_port()}")  # the proxy answers for it

@@ -16,6 +16,7 @@ import socket
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import getproxies, proxy_bypass
 
 import torch.hub
 from huggingface_hub import try_to_load_from_cache
@@ -59,9 +60,13 @@ def cached_timm_weights(model_name: str) -> str | None:
 
 
 def endpoint_reachable(url: str, seconds: float = PROBE_SECONDS) -> bool:
-    """One TCP connection to ``url``'s host within ``seconds`` (name lookup included: it runs in
-    a daemon thread, since ``getaddrinfo`` itself has no timeout)."""
+    """One TCP connection to ``url``'s host, or to the proxy requests would use for it
+    (``HTTPS_PROXY`` / ``HTTP_PROXY``, unless ``NO_PROXY`` exempts the host), within ``seconds``
+    (name lookup included: it runs in a daemon thread, since ``getaddrinfo`` has no timeout)."""
     parsed = urlparse(url)
+    proxy = getproxies().get(parsed.scheme)
+    if proxy and parsed.hostname and not proxy_bypass(parsed.hostname):
+        parsed = urlparse(proxy if "://" in proxy else f"http://{proxy}")
     host = parsed.hostname
     if not host:
         return False
