@@ -8,12 +8,14 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from selfsup_vis.data.cue_conflict import CueConflictLayoutError, list_cue_conflict
 from tests.conftest import REPO, assert_ok, run_cli, run_inprocess, run_main
 from tests.logreaders import tensorboard_tags, wandb_history
 
@@ -239,6 +241,21 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     proc = run_cli(["task.n_samples=1", "hydra.run.dir=out"], elsewhere, env=env)
     assert_ok(proc)
     assert (elsewhere / "out" / "summary.json").is_file()
+    # the console tools a wheel user has instead of scripts/
+    for name in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]:
+        tool = subprocess.run([str(site / "bin" / name), "--help"], cwd=elsewhere, env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=300)
+        assert tool.returncode == 0, (name, tool.stderr[-2000:])
+        assert (f"usage: {name}" if name != "selfsup-vis" else "Examples:") in tool.stdout, (name, tool.stdout)
+
+
+def test_messages_point_to_what_a_wheel_user_has():
+    """A wheel has no scripts/: no message or docstring of the package sends a user there."""
+    said = [f"{p.relative_to(REPO)}: {line.strip()}" for p in (REPO / "selfsup_vis").rglob("*.py")
+            for line in p.read_text().splitlines() if "scripts/" in line and "bench_" not in line]
+    assert said == []
+    with pytest.raises(CueConflictLayoutError, match="selfsup-vis-download-cue-conflict --what stimuli"):
+        list_cue_conflict(REPO / "no-such-folder")
 
 
 def test_pyproject_lists_every_subpackage():

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "selfsup_vis"
-TOP = {"tasks", "callbacks", "__main__"}
+TOP = {"tasks", "callbacks", "cli", "__main__"}
 BOTTOM = {"models", "checkpoints", "data", "features", "plotting", "config", "utils"}
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from selfsup_vis.cli import download_cue_conflict as download_cli
 from selfsup_vis.data.cue_conflict import (
     CueConflictLayoutError,
     check_cue_conflict_layout,
@@ -105,14 +106,7 @@ def test_incomplete_cue_conflict_folder_lists_missing_and_extra(tmp_path):
 
 
 def test_download_script_offline_exits_with_message(tmp_path, capsys):
-    import importlib.util
-
-    repo = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("dl_script",
-                                                  repo / "scripts" / "download_cue_conflict.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    code = script.main(["--what", "icons", "--dest", str(tmp_path / "icons"),
+    code = download_cli.main(["--what", "icons", "--dest", str(tmp_path / "icons"),
                         "--base-url", OFFLINE, "--timeout", "5"])
     err = capsys.readouterr().err
     assert code == 1 and "offline" in err and "Traceback" not in err

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from selfsup_vis.cli import plot_shape_bias as plot_shape_bias_cli
 from selfsup_vis.data.cue_conflict_categories import CATEGORIES, HUMAN_ROW_ORDER
 from selfsup_vis.shape_bias.analysis import build_groups, read_csv_dirs
 from selfsup_vis.shape_bias.plots import default_styles, parse_colors, rgb, row_order
@@ -98,11 +98,8 @@ def test_bad_inputs_are_named(tmp_path):
 
 
 def _script():
-    """scripts/plot_shape_bias.py as a module: its ``main(argv)`` is what the command runs."""
-    spec = importlib.util.spec_from_file_location("plot_script", REPO / "scripts" / "plot_shape_bias.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    """``selfsup-vis-plot-shape-bias``: its ``main(argv)`` is what the command runs."""
+    return plot_shape_bias_cli
 
 
 @needs_data

@@ -28,7 +28,8 @@ def list_cue_conflict(root: str | Path) -> list[Path]:
     if not root.is_dir():
         raise CueConflictLayoutError(
             f"cue-conflict root {root} does not exist or is not a directory; download it with "
-            "`python scripts/download_cue_conflict.py --dest <dir>`"
+            "`selfsup-vis-download-cue-conflict --what stimuli --dest <dir>` (installed with "
+            "selfsup_vis), then dataset.root=<dir>"
         )
     problems: list[str] = []
     folders = {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}

@@ -26,6 +26,7 @@ from selfsup_vis.embedding.plots_large import (
 )
 from selfsup_vis.embedding.quality import HEADLINE_K
 from selfsup_vis.embedding.thumbnails import draw_thumbnails
+from selfsup_vis.plotting.layout import block_columns
 from selfsup_vis.plotting.text import plain
 
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
@@ -290,7 +291,8 @@ def plot_embedding_grid(
     if not layers:
         raise ValueError("plot_embedding_grid: no layers given")
     n = len(layers)
-    ncols = ncols or min(n, 4)
+    # a row up to 4 maps, then near-square: 5 maps are 3 + 2, not 4 + 1
+    ncols = ncols or (n if n <= 4 else block_columns(n, max_columns=4))
     nrows = int(np.ceil(n / ncols))
     first = _check_coords(layers[0][1], f"coords of layer {layers[0][0]!r}")
     labels, classes, colors, markers = _prepare(labels, len(first))

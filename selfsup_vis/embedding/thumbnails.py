@@ -42,12 +42,14 @@ def grid_pick(coords: np.ndarray, grid: int = 20, max_n: int | None = None, seed
 
 
 def thumbnail_array(image: Image.Image, size: int) -> np.ndarray:
-    """An RGB uint8 (size, size, 3) thumbnail of a PIL image (aspect kept by center-cropping)."""
+    """An RGB uint8 thumbnail of a PIL image whose longer side is ``size``: the whole image at
+    its own aspect ratio, neither stretched nor cropped (:func:`draw_thumbnails` sizes each
+    thumbnail's extent to its shape)."""
     im = image.convert("RGB")
     w, h = im.size
-    s = min(w, h)
-    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return np.asarray(im.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+    scale = size / max(w, h)
+    shape = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(im.resize(shape, Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def cell_size(coords: np.ndarray, grid: int) -> float:
@@ -73,8 +75,10 @@ def draw_thumbnails(
     frame_colors: Sequence | None = None,
     fill: float = 0.92,
 ) -> None:
-    """Draw ``images[j]`` at the centre of the cell of ``coords[picked[j]]``, ``fill`` of a
-    cell wide, with an optional coloured frame (the point's class colour), above the scatter."""
+    """Draw ``images[j]`` at the centre of the cell of ``coords[picked[j]]``, its longer side
+    ``fill`` of a cell, at its own aspect ratio (in data units, so an axis with equal scales
+    shows it unstretched), with an optional coloured frame (the point's class colour), above the
+    scatter."""
     if len(picked) != len(images):
         raise ValueError(f"draw_thumbnails: {len(picked)} points but {len(images)} images")
     c = np.asarray(coords, dtype=np.float64)
@@ -82,10 +86,12 @@ def draw_thumbnails(
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
     centres = snapped_centres(c, picked, grid)
     for j, ((x, y), img) in enumerate(zip(centres, images)):
-        ax.imshow(img, extent=(x - half, x + half, y - half, y + half), zorder=3,
+        h, w = np.asarray(img).shape[:2]
+        hw, hh = half * w / max(h, w), half * h / max(h, w)
+        ax.imshow(img, extent=(x - hw, x + hw, y - hh, y + hh), zorder=3,
                   interpolation="antialiased", aspect="auto")
         if frame_colors is not None:
-            ax.add_patch(Rectangle((x - half, y - half), 2 * half, 2 * half, fill=False,
+            ax.add_patch(Rectangle((x - hw, y - hh), 2 * hw, 2 * hh, fill=False,
                                    edgecolor=frame_colors[j], linewidth=0.8, zorder=4))
     # imshow resets the limits to its own extent: show all points and every whole thumbnail
     everything = np.concatenate([c, centres - half, centres + half]) if len(centres) else c

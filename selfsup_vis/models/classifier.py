@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup_vis.checkpoints import rules
+from selfsup_vis.checkpoints.hub import require_timm_weights
 from selfsup_vis.checkpoints.keymap import KeyMap
 from selfsup_vis.config.defaults import takes_schema
 from selfsup_vis.config.model import MMClassifierConfig, TimmClassifierConfig
@@ -184,6 +185,8 @@ class TimmClassifier(_ClassifierBase):
         model_name = model_name or self.model_name  # `model=timm model.name=resnet50`
         if model_name not in timm.list_models() and model_name.split(".")[0] not in timm.list_models():
             raise ValueError(f"unknown timm model {model_name!r} (see timm.list_models())")
+        if pretrained:  # cached, or the Hub answers: else fail now, not after ~50 s of retries
+            require_timm_weights(model_name)
         self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=num_classes,
                                        **dict(model_kwargs or {}))
         self.num_prefix_tokens = getattr(self.model, "num_prefix_tokens", 1)

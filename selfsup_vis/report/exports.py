@@ -67,12 +67,10 @@ def export_projector(loggers: Sequence[Any], rows: np.ndarray, features: Mapping
     nm = [names[int(i)] for i in rows]
     if tb:
         import torch
-        from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
-        thumbs = None if load_image is None or image_indices is None else torch.stack(
-            [resize(pil_to_tensor(load_image(int(i))), [sprite_size, sprite_size], antialias=True)
-             for i in np.asarray(image_indices)[rows]]
-        ).float() / 255.0
+        thumbs = None if load_image is None or image_indices is None else torch.from_numpy(
+            make_thumbnails(load_image, [int(i) for i in np.asarray(image_indices)[rows]], sprite_size)
+        ).permute(0, 3, 1, 2).float() / 255.0  # letterboxed: the sprite keeps each image's aspect
         meta = [[classes[int(lab[j])], nm[j]] for j in range(len(lab))]
         for layer, feats in features.items():
             for lg in tb:

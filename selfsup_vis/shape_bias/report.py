@@ -1,7 +1,7 @@
 """model-vs-human's shape-bias matrix plot from CSV directories as one function.
 
 ``plot_from_csvs`` is the whole job (task=plot_shape_bias, task=shape_bias and
-``scripts/plot_shape_bias.py`` call it): read and validate the CSVs (found by their header;
+``selfsup-vis-plot-shape-bias``, selfsup_vis/cli/plot_shape_bias.py, call it): read and validate the CSVs (found by their header;
 a model is a (subj, file) pair, see ``analysis.model_labels``), pick the models
 (plus the pooled humans when subject CSVs are present, drawn last), compute the numbers,
 write ``shape_bias.csv`` + ``summary.json`` and the figure as PDF and PNG.

@@ -86,7 +86,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         add_provenance(fig, prov.replace(n=1, sources=[str(sample["name"])]))
         files = save_figure(fig, out_dir / f"{idx:06d}_{_slug(sample['name'])}", t.formats)
         figures.append(fig)
-        samples.append((f"#{idx}", sample))
+        samples.append((f"#{idx} {dataset.classes[sample['label']]}", sample))
         views = sample["views"] if "views" in sample else [sample["image"]]
         records.append(
             {

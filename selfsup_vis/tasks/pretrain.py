@@ -20,11 +20,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
 
 from selfsup_vis.checkpoints.provenance import model_provenance, model_random_parts
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.launch.requeue import RequeueOnSignal, find_resume_checkpoint
 from selfsup_vis.models import build_model, model_pipeline
+from selfsup_vis.report.curves import curves_figure, read_training_curves, write_curves_csv
 from selfsup_vis.report.summaries import PretrainSummary, SummaryContributor
 from selfsup_vis.tasks.common import TaskRun, build_trainer, instantiate_callbacks, phase
 
@@ -127,9 +129,29 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     with phase("fit"):
         trainer.fit(model, datamodule=dm, ckpt_path=resume["path"] if resume else None)
     seconds = time.perf_counter() - start
+    if trainer.is_global_zero:
+        training_curves(run, loggers)
 
     summary = _summary(cfg, model, dm, train_pipe, resume, trainer, callbacks, seconds)
     return run.write_summary(summary)
+
+
+def training_curves(run: TaskRun, loggers: list[Any]) -> list[Path]:
+    """Loss and learning rate against the step, from the CSV logger's metrics.csv, as
+    ``training_curves.png`` (report.html embeds it) and ``training_curves.csv``. Without a CSV
+    logger (``logger=tensorboard|wandb|none``) there is nothing to read back: said in the log."""
+    csv_files = [Path(lg.experiment.metrics_file_path) for lg in loggers if isinstance(lg, CSVLogger)]
+    metrics = next((p for p in csv_files if p.is_file()), None)
+    if metrics is None:
+        log.info("no CSV metrics (logger=csv or many): no loss / learning-rate curves in the report")
+        return []
+    loss, lr = read_training_curves(metrics)
+    if not loss and not lr:
+        log.warning("%s has no loss or learning-rate column: no training curves", metrics)
+        return []
+    write_curves_csv(run.dir / "training_curves.csv", loss, lr)
+    return run.figure(curves_figure(loss, lr, title=str(run.cfg.model.get("name", "training"))),
+                      "training_curves", "pretrain/training_curves", formats=["png"])
 
 
 def _summary(cfg: DictConfig, model: pl.LightningModule, dm: Any, train_pipe: Any, resume: dict[str, Any] | None,

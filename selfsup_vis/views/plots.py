@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from selfsup_vis.data.transforms import Pipeline, denormalize
+from selfsup_vis.plotting.layout import block_columns, wrap_label
 from selfsup_vis.plotting.log import new_figure
 from selfsup_vis.plotting.text import plain
 
@@ -59,18 +61,25 @@ def sample_figure(sample: dict, pipeline: Pipeline, title: str) -> Figure:
 
 
 def grid_figure(samples: Sequence[tuple[str, dict]], pipeline: Pipeline, title: str) -> Figure:
-    """All samples, one row each, all panels of a sample in its row."""
-    rows = [(t, sample_panels(s, pipeline)) for t, s in samples]
-    ncols = max(len(p) for _, p in rows)
-    fig = new_figure(1.9 * ncols, 1.9 * len(rows) + 0.4)
-    for r, (row_title, panels) in enumerate(rows):
-        for c in range(ncols):
-            ax = fig.add_subplot(len(rows), ncols, r * ncols + c + 1)
-            ax.axis("off")
-            if c < len(panels):
-                ax.imshow(panels[c][1], interpolation="nearest")
-                ax.set_title(plain(panels[c][0]) if r == 0 else "", fontsize=7)
-            if c == 0:
-                ax.text(-0.05, 0.5, plain(row_title), transform=ax.transAxes, ha="right", va="center", fontsize=6)
-    fig.suptitle(plain(title), fontsize=9)
+    """All samples, each a block of its panels (views, mask) with the sample's label (index and
+    class) over its first panel and each panel's view and size over it; as many blocks side by
+    side as make the grid closest to square (one block per row was a strip)."""
+    blocks = [(t, sample_panels(s, pipeline)) for t, s in samples]
+    per = max((len(p) for _, p in blocks), default=1)
+    cols = block_columns(len(blocks), per)
+    rows = max(1, math.ceil(len(blocks) / cols))
+    fig = new_figure(1.9 * per * cols + 0.2, 2.25 * rows + 0.5)
+    axes = fig.subplots(rows, per * cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for b, (label, panels) in enumerate(blocks):
+        r, c = divmod(b, cols)
+        for j, (name, img) in enumerate(panels):
+            ax = axes[r, c * per + j]
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(plain(name), fontsize=7.5)
+            if j == 0:  # the sample: above its block, left-aligned, bold
+                ax.text(0.0, 1.2, plain(wrap_label(label, 14 * len(panels))), transform=ax.transAxes,
+                        ha="left", va="bottom", fontsize=8, fontweight="bold")
+    fig.suptitle(plain(title), fontsize=9, y=1.0 + 0.35 / fig.get_figheight())  # above the labels
     return fig
