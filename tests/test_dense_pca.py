@@ -1,11 +1,9 @@
 """Dense features without a model: PCA-RGB recovers known parts, a joint basis colours the same
 part alike in two images, a saved basis reproduces the RGB exactly and refuses another feature
 size, similarity of a query with itself is 1 and matching is symmetric, planted high-norm
-tokens are the outliers found (and only they), and the PCA stage's time at ViT-B/16 scale."""
+tokens are the outliers found (and only they), and the PCA streamed in chunks."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -151,15 +149,13 @@ def test_iou_and_centre_blob():
     assert abs(int(blob[0].sum()) - 256) < 20 and 0.7 < float(iou(blob, masks)[0]) < 1
 
 
-def test_pca_stage_time_at_vit_b16_scale():
-    """256 images x 196 patches x 768 dims (ViT-B/16 at 224 px), extraction excluded: printed
-    for the README; a generous bound only (the machine is shared)."""
-    x = np.random.default_rng(0).standard_normal((256 * 196, 768), dtype=np.float32)
-    x[:, 0] += np.where(np.arange(x.shape[0]) % 196 < 60, 8.0, 0.0)  # a foreground direction
-    t0 = time.perf_counter()
-    basis = fit_basis(tensor_chunks(x, rows=16384), 768)
+def test_streamed_pca_finds_the_foreground_direction_across_chunks():
+    """32 images x 196 patches x 768 dims streamed in chunks smaller than an image set: the
+    planted foreground (60 of every 196 patches) is found exactly. Its time at ViT-B/16 scale
+    (256 images) is scripts/bench_dense.py's, beside scikit-learn's."""
+    x = np.random.default_rng(0).standard_normal((32 * 196, 768), dtype=np.float32)
+    planted = np.arange(x.shape[0]) % 196 < 60
+    x[:, 0] += np.where(planted, 8.0, 0.0)
+    basis = fit_basis(tensor_chunks(x, rows=1000), 768)
     out = basis.apply(torch.from_numpy(x))
-    seconds = time.perf_counter() - t0
-    print(f"PCA stage (fit both stages + apply), 256x196x768: {seconds:.2f} s on {torch.get_num_threads()} threads")
-    assert out["rgb"].shape == (256 * 196, 3) and 0.2 < float(out["foreground"].double().mean()) < 0.4
-    assert seconds < 120
+    assert out["rgb"].shape == (32 * 196, 3) and np.array_equal(out["foreground"].numpy(), planted)
