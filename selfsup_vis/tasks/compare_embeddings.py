@@ -168,16 +168,6 @@ def _save_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     return write_with(path, write)
 
 
-def _save_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
-
-    return write_with(path, write)
-
-
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     t = cfg.task
     start = time.perf_counter()
