@@ -1,0 +1,111 @@
+"""One run directory, one run: a rerun into the directory of a finished run is refused (or, with
+``task.overwrite=true``, replaces it), while an unfinished run there is resumed.
+
+What is in the directory decides (``status.json``, see :mod:`selfsup_vis.launch.status`):
+
+* nothing of a run: a fresh run;
+* a run that did not finish (``running``: a requeued or killed job; ``interrupted``,
+  ``cancelled``, ``preempted``, ``failed``, ``killed (signal N)``): this run resumes it; its
+  outputs, checkpoints and extraction chunks stay (each is reused only when its content key
+  matches) and its manifest goes on (:mod:`selfsup_vis.report.manifest`);
+* a finished run (``done``; or, written before status.json existed, a successful summary.json):
+  refused before anything is written, naming the directory and both ways out; with
+  ``task.overwrite=true`` every file its manifest lists (outputs, logger folders, checkpoints) is
+  removed first, so neither the report nor the loggers mix the two runs.
+
+A single run is checked by the Hydra callback :class:`RerunGuard` before Hydra writes its
+``.hydra/`` files into the directory; every run (sweep jobs, in-process ``run_task``) again by
+``run_task`` before it writes anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from selfsup_vis.config.validate import ConfigError, ConfigRefused
+from selfsup_vis.launch.records import STATUS_FILE
+from selfsup_vis.report.manifest import MANIFEST, RunManifest, read_manifest, remove_listed
+from selfsup_vis.report.rundir import read_json
+
+log = logging.getLogger(__name__)
+
+
+class RunDirTaken(ConfigError):
+    """The run directory holds a finished run (exit code 2, like any value refused at start)."""
+
+
+def finished_run(run_dir: Path) -> dict[str, Any] | None:
+    """The record of the finished run in ``run_dir`` (status.json, else a successful legacy
+    summary.json); None when there is none or it did not finish."""
+    status = read_json(Path(run_dir) / STATUS_FILE)
+    if status is not None:
+        return status if status.get("status") == "done" else None
+    summary = read_json(Path(run_dir) / "summary.json")
+    if summary is not None and summary.get("status", "success") == "success":
+        return {"status": "done", "task": summary.get("task"), "ended": summary.get("created")}
+    return None
+
+
+def _refusal(run_dir: Path, done: dict[str, Any], why: str = "") -> str:
+    what = f"task={done.get('task') or '?'}" + (f", finished {done['ended']}" if done.get("ended") else "")
+    return (f"{run_dir} already holds a finished run ({what}){why}: a second run there would mix "
+            "its outputs with that run's. Choose another directory with hydra.run.dir=<new dir> "
+            "(hydra.sweep.dir=<new dir> for a sweep), or replace that run with task.overwrite=true.")
+
+
+def claim_run_dir(run_dir: str | Path, overwrite: bool) -> RunManifest:
+    """Make ``run_dir`` this run's (module doc) and return its manifest, started; raises
+    :class:`RunDirTaken` before anything is written when a finished run is there and
+    ``overwrite`` is off."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return RunManifest(run_dir)
+    done = finished_run(run_dir)
+    if done is None:
+        status = read_json(run_dir / STATUS_FILE)
+        if status is None:
+            return RunManifest(run_dir)
+        manifest = RunManifest.resume(run_dir)
+        log.warning("resuming the unfinished run in %s (status %s%s): attempt %d; its outputs, checkpoints "
+                    "and extracted chunks are kept and reused only where their key matches", run_dir,
+                    status.get("status"), f", started {status['started']}" if status.get("started") else "",
+                    manifest.attempt)
+        return manifest
+    if not overwrite:
+        raise RunDirTaken(_refusal(run_dir, done))
+    previous = read_manifest(run_dir)
+    if previous is None:
+        raise RunDirTaken(_refusal(run_dir, done, f", but it has no {MANIFEST} listing its files (written "
+                                   "by an older version), so task.overwrite=true cannot tell them from "
+                                   "yours; remove the directory yourself or choose another"))
+    removed = remove_listed(run_dir, previous)
+    for name in (STATUS_FILE, "config_resolved.yaml", MANIFEST):
+        (run_dir / name).unlink(missing_ok=True)
+    log.warning("task.overwrite=true: removed the %d files of the previous run in %s (outputs, logger "
+                "folders, checkpoints; feature caches and extraction chunks are kept)", len(removed), run_dir)
+    return RunManifest(run_dir)
+
+
+class RerunGuard(Callback):
+    """Hydra callback (``hydra.callbacks.rerun_guard``): a single run into the directory of a
+    finished run is refused (or replaced, ``task.overwrite=true``) before Hydra writes its
+    ``.hydra/`` files there, so the finished run's record stays intact."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            run_dir = Path(str(config.hydra.run.dir))
+            overwrite = bool(config.task.get("overwrite", False))
+        except Exception as err:  # an unresolvable run dir: run_task checks again
+            log.debug("rerun guard skipped: %s", err)
+            return
+        if finished_run(run_dir) is None:
+            return  # fresh or resumed: run_task says which, once Hydra's job log is set up
+        try:
+            claim_run_dir(run_dir, overwrite)
+        except RunDirTaken as err:
+            raise ConfigRefused(err) from None
