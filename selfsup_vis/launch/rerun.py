@@ -21,18 +21,60 @@ A single run is checked by the Hydra callback :class:`RerunGuard` before Hydra w
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from selfsup_vis.config.validate import ConfigError, ConfigRefused
 from selfsup_vis.launch.records import STATUS_FILE
-from selfsup_vis.report.manifest import MANIFEST, RunManifest, read_manifest, remove_listed
+from selfsup_vis.report.manifest import (
+    CHECKPOINT_DIRS,
+    LOG_DIRS,
+    MANIFEST,
+    RunManifest,
+    read_manifest,
+    remove_listed,
+)
 from selfsup_vis.report.rundir import read_json
 
 log = logging.getLogger(__name__)
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def kept_paths(cfg: DictConfig, run_dir: Path) -> list[Path]:
+    """What is never a run's file although it may lie in its directory: the caches
+    (``task.cache_dir``, ``$SELFSUP_VIS_CACHE``) and every existing file or folder the config
+    names there (a dataset root, ``task.features``, images ...: the run's inputs). The
+    directory itself and its logger and checkpoint folders are the run's."""
+    task = cfg.get("task") or {}
+    found = [str(p) for p in (task.get("cache_dir"), os.environ.get("SELFSUP_VIS_CACHE")) if p]
+    try:
+        job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                                     resolve=True)
+    except Exception:  # an interpolation that needs Hydra's runtime: the caches alone
+        job = {}
+    root = Path(run_dir).resolve()
+    for text in _strings(job):
+        if "/" in text and len(text) < 4096:
+            p = Path(text).expanduser()
+            try:
+                inside = p.exists() and root in p.resolve().parents
+            except OSError:
+                continue
+            if inside and p.resolve().relative_to(root).parts[0] not in (*LOG_DIRS, *CHECKPOINT_DIRS):
+                found.append(text)
+    return [Path(p).expanduser() for p in dict.fromkeys(found)]
 
 
 class RunDirTaken(ConfigError):
@@ -58,19 +100,19 @@ def _refusal(run_dir: Path, done: dict[str, Any], why: str = "") -> str:
             "(hydra.sweep.dir=<new dir> for a sweep), or replace that run with task.overwrite=true.")
 
 
-def claim_run_dir(run_dir: str | Path, overwrite: bool) -> RunManifest:
+def claim_run_dir(run_dir: str | Path, overwrite: bool, keep: Sequence[Path] = ()) -> RunManifest:
     """Make ``run_dir`` this run's (module doc) and return its manifest, started; raises
     :class:`RunDirTaken` before anything is written when a finished run is there and
-    ``overwrite`` is off."""
+    ``overwrite`` is off. ``keep``: cache folders that are never the run's files."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        return RunManifest(run_dir)
+        return RunManifest(run_dir, keep=keep)
     done = finished_run(run_dir)
     if done is None:
         status = read_json(run_dir / STATUS_FILE)
         if status is None:
-            return RunManifest(run_dir)
-        manifest = RunManifest.resume(run_dir)
+            return RunManifest(run_dir, keep=keep)
+        manifest = RunManifest.resume(run_dir, keep)
         log.warning("resuming the unfinished run in %s (status %s%s): attempt %d; its outputs, checkpoints "
                     "and extracted chunks are kept and reused only where their key matches", run_dir,
                     status.get("status"), f", started {status['started']}" if status.get("started") else "",
@@ -88,7 +130,7 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool) -> RunManifest:
         (run_dir / name).unlink(missing_ok=True)
     log.warning("task.overwrite=true: removed the %d files of the previous run in %s (outputs, logger "
                 "folders, checkpoints; feature caches and extraction chunks are kept)", len(removed), run_dir)
-    return RunManifest(run_dir)
+    return RunManifest(run_dir, keep=keep)
 
 
 class RerunGuard(Callback):
@@ -106,6 +148,6 @@ class RerunGuard(Callback):
         if finished_run(run_dir) is None:
             return  # fresh or resumed: run_task says which, once Hydra's job log is set up
         try:
-            claim_run_dir(run_dir, overwrite)
+            claim_run_dir(run_dir, overwrite, kept_paths(config, run_dir))
         except RunDirTaken as err:
             raise ConfigRefused(err) from None

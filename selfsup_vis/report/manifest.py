@@ -17,8 +17,10 @@ Files are sorted into three lists:
 - ``checkpoints``: ``checkpoints/`` (what a resumed training continues from).
 
 Never listed nor cleared: Hydra's ``.hydra/`` and job log, the bookkeeping rewritten by every
-attempt (status.json, config_resolved.yaml, this file) and resume state keyed by content
-(``_extract*`` chunk folders, private ``feature_cache`` entries).
+attempt (status.json, config_resolved.yaml, this file), resume state keyed by content
+(``_extract*`` chunk folders, private ``feature_cache`` entries) and what the config names
+inside the run directory as an input or a cache (``dataset.root``, ``task.features``,
+``task.cache_dir``, ``$SELFSUP_VIS_CACHE`` ...: see ``launch.rerun.kept_paths``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ BOOKKEEPING = frozenset({"status.json", "config_resolved.yaml", MANIFEST})
 LOG_DIRS = frozenset({"csv", "tensorboard", "wandb"})
 CHECKPOINT_DIRS = frozenset({"checkpoints"})
 #: a file's status change may lag ``time.time()`` by a clock tick
-CLOCK_SLACK_S = 1.0
+CLOCK_SLACK_S = 0.1
 
 
 def _kept(part: str) -> bool:
@@ -63,18 +66,21 @@ def kind_of(rel: Path) -> str | None:
     return "outputs"
 
 
-def scan(run_dir: Path, since: float) -> dict[str, list[str]]:
-    """Every file under ``run_dir`` created or replaced since ``since``, by kind."""
+def scan(run_dir: Path, since: float, keep: Sequence[Path] = ()) -> dict[str, list[str]]:
+    """Every file under ``run_dir`` created or replaced since ``since``, by kind; folders in
+    ``keep`` (a cache or an input the config put inside the run directory) are left out."""
     found: dict[str, list[str]] = {"outputs": [], "logs": [], "checkpoints": []}
     root = Path(run_dir)
+    kept = {Path(k).resolve() for k in keep}
     for dirpath, dirnames, filenames in os.walk(root):
         links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]  # wandb's latest-run
-        dirnames[:] = sorted(d for d in dirnames if not _kept(d) and d not in links)
+        dirnames[:] = sorted(d for d in dirnames if not _kept(d) and d not in links
+                             and (Path(dirpath) / d).resolve() not in kept)
         for name in sorted([*filenames, *links]):
             path = Path(dirpath) / name
             rel = path.relative_to(root)
             kind = kind_of(rel)
-            if kind is None:
+            if kind is None or path.resolve() in kept:
                 continue
             try:
                 changed = path.lstat().st_ctime
@@ -101,23 +107,25 @@ class RunManifest:
     """The manifest of the run writing into ``run_dir`` (rank zero). ``started``: when the
     run's first attempt started (kept across resumes); ``attempt``: 1, then one more per resume."""
 
-    def __init__(self, run_dir: Path, started: float | None = None, attempt: int = 1) -> None:
+    def __init__(self, run_dir: Path, started: float | None = None, attempt: int = 1,
+                 keep: Sequence[Path] = ()) -> None:
         self.run_dir = Path(run_dir)
         self.started = time.time() if started is None else float(started)
         self.attempt = int(attempt)
+        self.keep = list(keep)
 
     @classmethod
-    def resume(cls, run_dir: Path) -> RunManifest:
+    def resume(cls, run_dir: Path, keep: Sequence[Path] = ()) -> RunManifest:
         """The manifest of an unfinished run continued in ``run_dir``: its first attempt's
         ``started`` and one attempt more (a fresh one when it left no manifest)."""
         old = read_manifest(run_dir)
         if old is None or not isinstance(old.get("started"), int | float):
-            return cls(run_dir)
-        return cls(run_dir, old["started"], int(old.get("attempt", 1)) + 1)
+            return cls(run_dir, keep=keep)
+        return cls(run_dir, old["started"], int(old.get("attempt", 1)) + 1, keep)
 
     def update(self) -> dict[str, Any]:
         """Scan the run directory, write ``manifest.json`` atomically and return it."""
-        files = scan(self.run_dir, self.started)
+        files = scan(self.run_dir, self.started, self.keep)
         record = {"started": self.started,
                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
                   "attempt": self.attempt, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **files}

@@ -28,7 +28,7 @@ from selfsup_vis.checkpoints.provenance import (
 from selfsup_vis.config.validate import validate
 from selfsup_vis.launch import status as job_status
 from selfsup_vis.launch.requeue import Requeued
-from selfsup_vis.launch.rerun import claim_run_dir
+from selfsup_vis.launch.rerun import claim_run_dir, kept_paths
 from selfsup_vis.launch.signals import Interrupted, catch_signals
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.plotting.provenance import add_provenance
@@ -245,7 +245,7 @@ def run_task(cfg: DictConfig) -> Any:
     if is_global_zero():
         # a finished run's directory is refused (or cleared: task.overwrite), an unfinished one
         # resumed, before anything is written (selfsup_vis/launch/rerun.py)
-        run.manifest = claim_run_dir(run.dir, bool(cfg.task.get("overwrite", False)))
+        run.manifest = claim_run_dir(run.dir, bool(cfg.task.get("overwrite", False)), kept_paths(cfg, run.dir))
         run.manifest.update()  # its start time, kept by a resume
         job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         write_text(run.dir / "config_resolved.yaml", OmegaConf.to_yaml(job_cfg, resolve=True))
