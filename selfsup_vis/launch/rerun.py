@@ -126,7 +126,7 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool, keep: Sequence[Path] = (
                                    "by an older version), so task.overwrite=true cannot tell them from "
                                    "yours; remove the directory yourself or choose another"))
     removed = remove_listed(run_dir, previous)
-    for name in (STATUS_FILE, "config_resolved.yaml", MANIFEST):
+    for name in (STATUS_FILE, MANIFEST):
         (run_dir / name).unlink(missing_ok=True)
     log.warning("task.overwrite=true: removed the %d files of the previous run in %s (outputs, logger "
                 "folders, checkpoints; feature caches and extraction chunks are kept)", len(removed), run_dir)

@@ -10,14 +10,14 @@ manifest holds every attempt's files.
 
 Files are sorted into three lists:
 
-- ``outputs``: figures, arrays, tables, summary.json, report.html, the run's ``features/``
-  links: what the report and summary.json list;
+- ``outputs``: figures, arrays, tables, summary.json, config_resolved.yaml, report.html, the
+  run's ``features/`` links: what the report and summary.json list;
 - ``logs``: the loggers' folders (``csv/``, ``tensorboard/``, ``wandb/``): cleared with the run,
   not listed as outputs;
 - ``checkpoints``: ``checkpoints/`` (what a resumed training continues from).
 
 Never listed nor cleared: Hydra's ``.hydra/`` and job log, the bookkeeping rewritten by every
-attempt (status.json, config_resolved.yaml, this file), resume state keyed by content
+attempt (status.json, this file), resume state keyed by content
 (``_extract*`` chunk folders, private ``feature_cache`` entries) and what the config names
 inside the run directory as an input or a cache (``dataset.root``, ``task.features``,
 ``task.cache_dir``, ``$SELFSUP_VIS_CACHE`` ...: see ``launch.rerun.kept_paths``).
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 #: rewritten by every attempt of a run: never an output
-BOOKKEEPING = frozenset({"status.json", "config_resolved.yaml", MANIFEST})
+BOOKKEEPING = frozenset({"status.json", MANIFEST})
 LOG_DIRS = frozenset({"csv", "tensorboard", "wandb"})
 CHECKPOINT_DIRS = frozenset({"checkpoints"})
 #: a file's status change may lag ``time.time()`` by a clock tick
