@@ -77,6 +77,10 @@ def kept_paths(cfg: DictConfig, run_dir: Path) -> list[Path]:
     return [Path(p).expanduser() for p in dict.fromkeys(found)]
 
 
+#: where launchers put a process's global rank (Lightning's ``rank_zero_only`` reads the same)
+RANK_VARS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
 class RunDirTaken(ConfigError):
     """The run directory holds a finished run (exit code 2, like any value refused at start)."""
 
@@ -139,6 +143,8 @@ class RerunGuard(Callback):
     ``.hydra/`` files there, so the finished run's record stays intact."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if any(os.environ.get(k, "0") != "0" for k in RANK_VARS):
+            return  # a DDP rank other than zero: rank zero owns the directory
         try:
             run_dir = Path(str(config.hydra.run.dir))
             overwrite = bool(config.task.get("overwrite", False))
