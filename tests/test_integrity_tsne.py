@@ -77,6 +77,18 @@ def test_random_init_seed_is_part_of_the_key(compose_in, tmp_path):
     assert c["timings"]["extraction_s"] == 0.0 and np.array_equal(_features(tmp_path), fa)
 
 
+def test_precision_is_part_of_the_key(compose_in, tmp_path):
+    """bf16 features are other numbers than fp32 ones: never served from each other's entry."""
+    data = ["dataset.num_classes=2", "dataset.val_samples_per_class=4", "dataset.image_size=32"]
+    a = _tsne(compose_in, tmp_path, *data)
+    fa = _features(tmp_path)
+    b = _tsne(compose_in, tmp_path, *data, "trainer.precision=bf16-mixed")
+    assert b["timings"]["extraction_s"] > 0 and a["feature_cache"] != b["feature_cache"]
+    assert not np.array_equal(_features(tmp_path), fa) and np.allclose(_features(tmp_path), fa, rtol=0.1, atol=0.1)
+    meta = json.loads((Path(b["feature_cache"]) / "meta.json").read_text())
+    assert meta["compute"] == {"device": "cpu", "precision": "bf16-mixed", "decode": "cpu"}
+
+
 def test_nan_in_a_later_layer_stops_before_any_plot(compose_in, tmp_path):
     from selfsup_vis.models import build_model
 

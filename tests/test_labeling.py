@@ -99,6 +99,7 @@ def test_lowered_perplexity_is_named_with_its_reason():
     assert "space: cosine (L2-normalised)" in d["text"]
 
 
+@pytest.mark.slow  # umap-learn's numba compilation: ~10 s of CPU
 @pytest.mark.skipif(not has_umap(), reason="umap-learn not installed")
 def test_umap_footer_and_summary_say_umap():
     rng = np.random.default_rng(0)

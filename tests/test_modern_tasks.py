@@ -34,9 +34,15 @@ def model_overrides(name: str) -> list[str]:
     return out
 
 
+_QUICK_POOLINGS = {("dinov2_reg", "reg"), ("dinov3", "cls+mean"), ("mae_visualize", "mean")}
+
+
+# every family once in the quick set (test_poolings_never_mix_prefix_tokens_into_patches checks
+# each pooling's values); the other pairs are slow
 @pytest.mark.parametrize(("name", "pooling"), [
-    *((n, p) for n in ("dinov2_reg", "dinov3") for p in ("cls", "mean", "reg", "cls+mean")),
-    ("mae_visualize", "cls"), ("mae_visualize", "mean")])
+    (n, p) if (n, p) in _QUICK_POOLINGS else pytest.param(n, p, marks=pytest.mark.slow)
+    for n, p in [*((n, p) for n in ("dinov2_reg", "dinov3") for p in ("cls", "mean", "reg", "cls+mean")),
+                 ("mae_visualize", "cls"), ("mae_visualize", "mean")]])
 def test_tsne_poolings(compose_in, tmp_path, name, pooling):
     cfg = compose_in(["task=tsne", *model_overrides(name), f"task.pooling={pooling}",
                       "task.max_samples_per_class=4", *QUIET])
@@ -65,8 +71,11 @@ def test_poolings_never_mix_prefix_tokens_into_patches(name):
     assert torch.allclose(feats["norm.cls+mean"], torch.cat([t.cls, t.patches.mean(1)], 1))
 
 
-@pytest.mark.parametrize("name", ["dinov2_reg", "dinov3", "mae_visualize"])
-@pytest.mark.parametrize("method", ["cls_attention", "rollout"])
+# each family and each method once in the quick set; every other pair is slow
+@pytest.mark.parametrize(("method", "name"), [
+    ("cls_attention", "dinov2_reg"), ("rollout", "dinov3"), ("cls_attention", "mae_visualize"),
+    *(pytest.param(m, n, marks=pytest.mark.slow) for m, n in
+      [("rollout", "dinov2_reg"), ("cls_attention", "dinov3"), ("rollout", "mae_visualize")])])
 def test_attention_task(compose_in, tmp_path, name, method):
     cfg = compose_in(["task=attention", *model_overrides(name), f"task.method={method}",
                       "task.max_images=2", "task.batch_size=2", *QUIET])

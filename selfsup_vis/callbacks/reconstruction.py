@@ -52,6 +52,10 @@ class ReconstructionDump(PeriodicCallback):
         self._unsupported = False
         self.history: list[tuple[int, float]] = []  # (global step, mean masked error)
 
+    def summary_fields(self) -> dict[str, Any]:
+        """The pretrain summary's ``reconstruction_error`` (a :class:`SummaryContributor`)."""
+        return {"reconstruction_error": [{"step": s, "error": e} for s, e in self.history]} if self.history else {}
+
     def snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._unsupported:
             return

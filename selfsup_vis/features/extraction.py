@@ -169,6 +169,20 @@ def _reusable_chunks(chunks: Path, want: dict[str, Any], count: int) -> set[int]
     return {k for k in range(count) if (chunks / f"{k:05d}" / "complete").is_file()}
 
 
+class LayerPredictor(pl.LightningModule):
+    """``model`` predicting ``layers`` (validated by the model), leaving the model's own
+    ``predict_layers`` as its owner built them."""
+
+    def __init__(self, model: pl.LightningModule, layers: Sequence[str]) -> None:
+        super().__init__()
+        for layer in layers:
+            model.parse_layer(layer)
+        self.model, self.layers = model, list(layers)
+
+    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
+        return self.model.predict_features(batch, self.layers)
+
+
 def extract_features(
     trainer: pl.Trainer,
     model: pl.LightningModule,
@@ -190,7 +204,7 @@ def extract_features(
     chunk_size = CHUNK_SIZE if chunk_size is None else chunk_size
     if chunk_size < 1:
         raise ValueError(f"extract_features: chunk_size must be >= 1, got {chunk_size}")
-    model.configure_features(layers)  # the layers still missing from the cache, validated
+    predictor = LayerPredictor(model, layers)  # the layers still missing from the cache
     indices, n = writer.indices, len(writer.indices)
     chunks = writer.work_dir / "chunks"
     want = chunk_key(key, layers, indices, chunk_size)
@@ -213,7 +227,7 @@ def extract_features(
         part = indices[start : start + chunk_size]
         writer.start(part)
         datamodule.configure(eval=datamodule.eval_pipeline, predict_indices=part)
-        trainer.predict(model, datamodule=datamodule, return_predictions=False)
+        trainer.predict(predictor, datamodule=datamodule, return_predictions=False)
         trainer.strategy.barrier("features-written")
         if trainer.is_global_zero:
             merge_shards(writer.shard_dir, chunks / f"{k:05d}", layers, len(part))

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from selfsup_vis.data.gpu_decode import resolve_decode
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.features.cache import (
     FeatureCacheEntry,
@@ -43,9 +45,22 @@ def eval_preprocessing(model_cfg: DictConfig, dm: Any) -> tuple[Any, dict[str, A
     return pipeline, described
 
 
+def compute_key(trainer_cfg: DictConfig, dataset_cfg: DictConfig, pipeline: Any, base: Any) -> dict[str, Any]:
+    """How the features are computed, beyond the model and the images: the device kind (CUDA
+    convolutions may run in TF32), the numeric precision (``bf16-mixed`` features differ from
+    ``32-true`` ones in the third digit) and the decode path ``dataset.decode`` resolves to
+    (nvJPEG differs from PIL by up to a grey level)."""
+    accelerator = str(trainer_cfg.get("accelerator", "cpu"))
+    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    decode, _ = resolve_decode(str(dataset_cfg.get("decode", "auto")), on_cuda=on_cuda, pipeline=pipeline,
+                               dataset=base)
+    device = "cuda" if on_cuda else "cpu" if accelerator == "auto" else accelerator
+    return {"device": device, "precision": str(trainer_cfg.get("precision", "32-true")), "decode": decode}
+
+
 def feature_cache_meta(model_cfg: DictConfig, dataset_cfg: DictConfig, init_seed: int, split: str,
                        indices: np.ndarray, pooling: str | None, final_norm: bool, base: Any,
-                       preprocessing: dict[str, Any]) -> dict[str, Any]:
+                       preprocessing: dict[str, Any], compute: dict[str, Any]) -> dict[str, Any]:
     """Everything the features depend on: a stale cache hit is a plausible wrong figure."""
     model = OmegaConf.to_container(model_cfg, resolve=True)
     checkpoint = model.pop("checkpoint", None)
@@ -68,6 +83,7 @@ def feature_cache_meta(model_cfg: DictConfig, dataset_cfg: DictConfig, init_seed
         # random weights (no checkpoint, or parts left random) depend on the init seed
         "init_seed": int(init_seed) if not checkpoint or model.get("allow_random_parts") else None,
         "preprocessing": preprocessing,
+        "compute": compute,
     }
 
 
@@ -172,8 +188,8 @@ class FeatureSet:
         return np.load(self.paths[layer], mmap_mode="r")
 
 
-def subset_features(model: Any, model_cfg: DictConfig, dataset_cfg: DictConfig, dm: Any, data: Any,
-                    subset: Any, *, layers: Sequence[str], init_seed: int, final_norm: bool,
+def subset_features(model: Any, model_cfg: DictConfig, dataset_cfg: DictConfig, trainer_cfg: DictConfig,
+                    dm: Any, data: Any, subset: Any, *, layers: Sequence[str], init_seed: int, final_norm: bool,
                     cache: bool, cache_dir: str | None, private_dir: Path, features_dir: Path,
                     work_dir: Path, make_trainer: Callable[[list[pl.Callback]], pl.Trainer],
                     owner: str | None = None) -> FeatureSet | None:
@@ -185,7 +201,7 @@ def subset_features(model: Any, model_cfg: DictConfig, dataset_cfg: DictConfig, 
     pipeline, preprocessing = eval_preprocessing(model_cfg, dm)
     entry = cache_entry(cache_dir, cache, feature_cache_meta(
         model_cfg, dataset_cfg, init_seed, subset.split, subset.indices, model.pooling, final_norm, data,
-        preprocessing), private_dir)
+        preprocessing, compute_key(trainer_cfg, dataset_cfg, pipeline, data)), private_dir)
     timings: dict[str, float] = {}
     paths = obtain_features(entry, use_cache=cache, layers=layers, model=model, dm=dm, eval_pipeline=pipeline,
                             indices=subset.indices, labels=subset.labels, names=subset.names, work_dir=work_dir,

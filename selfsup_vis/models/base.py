@@ -180,7 +180,11 @@ class SSLModule(pl.LightningModule):
             self.to(memory_format=torch.channels_last)
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
-        layers = self.predict_layers or self.default_layers()
+        return self.predict_features(batch, self.predict_layers or self.default_layers())
+
+    def predict_features(self, batch: dict, layers: Sequence[str]) -> dict:
+        """``predict_step``'s output for any ``layers`` (the extraction asks for the layers a
+        cache still misses without reconfiguring the model)."""
         image = batch["image"]
         if image.is_cuda and image.ndim == 4:
             image = image.contiguous(memory_format=torch.channels_last)

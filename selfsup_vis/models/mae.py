@@ -178,11 +178,6 @@ class MAE(ViTEncoderFeatures, MaskedImageModule):
         out["loss"] = self.loss(out["pred"], out["target"], out["mask"])
         return out
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(batch["image"])
-        self.log_losses({"loss": out["loss"]}, batch["image"].shape[0])
-        return out["loss"]
-
     # -------------------------------------------------------------------------- reconstruct
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,

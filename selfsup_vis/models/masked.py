@@ -101,6 +101,13 @@ class MaskedImageModule(SSLModule):
                            f"mask generator")
         return batch["mask"]
 
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """The loss ``forward`` returns (``data_masks`` families get the pipeline's mask)."""
+        images = batch["image"]
+        out = self(images, self.batch_mask(batch)) if self.data_masks else self(images)
+        self.log_losses({"loss": out["loss"]}, images.shape[0])
+        return out["loss"]
+
     # ----------------------------------------------------------------------------- reconstruct
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
                     generator: torch.Generator | None = None) -> MaskedReconstruction:

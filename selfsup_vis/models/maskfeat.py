@@ -92,11 +92,6 @@ class MaskFeat(ViTEncoderFeatures, MaskedImageModule):
         return {"latent": latent, "pred": pred, "target": target,
                 "loss": self.loss(pred[:, 1:], target, mask)}
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(batch["image"], self.batch_mask(batch))
-        self.log_losses({"loss": out["loss"]}, batch["image"].shape[0])
-        return out["loss"]
-
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
                     generator: torch.Generator | None = None) -> MaskedReconstruction:

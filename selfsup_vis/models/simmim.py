@@ -82,11 +82,6 @@ class SimMIM(MaskedImageModule):
         rec = self.decoder(feat)
         return {"feat": feat, "rec": rec, "loss": self.loss(rec, images, mask)}
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(batch["image"], self.batch_mask(batch))
-        self.log_losses({"loss": out["loss"]}, batch["image"].shape[0])
-        return out["loss"]
-
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
                     generator: torch.Generator | None = None) -> MaskedReconstruction:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 #: the one k of every kNN number shown: figures, headline, layer ranking, report.html
 from selfsup_vis.embedding.quality import HEADLINE_K
@@ -216,6 +216,15 @@ class PlotShapeBiasSummary(TaskSummary):
     def headline(self) -> dict[str, float]:
         return {f"shape_bias/{name}": v for name, info in self.models.items()
                 if (v := _num(info.get("shape_bias"))) is not None}
+
+
+@runtime_checkable
+class SummaryContributor(Protocol):
+    """A training callback whose record over the run belongs in the pretrain summary:
+    ``summary_fields()`` returns :class:`PretrainSummary` fields by name (e.g. the
+    reconstruction error at each snapshot). The task asks every callback, naming none."""
+
+    def summary_fields(self) -> dict[str, Any]: ...
 
 
 @dataclass

@@ -280,7 +280,7 @@ def _extract(cfg: DictConfig, e: Entry, dm: Any, data: Any, subset: Subset, out:
                     "not reused, its features go to features/%s", e.name, ", ".join(f"features/{s}" for s in stale),
                     e.folder)
     features = subset_features(
-        model, e.model_cfg, cfg.dataset, dm, data, subset, layers=layers, init_seed=int(cfg.seed),
+        model, e.model_cfg, cfg.dataset, cfg.trainer, dm, data, subset, layers=layers, init_seed=int(cfg.seed),
         final_norm=False, cache=bool(t.cache), cache_dir=t.cache_dir, private_dir=out / "models" / e.folder,
         features_dir=out / "features" / e.folder, work_dir=out / f"_extract_{e.folder}", owner=e.name,
         make_trainer=lambda cbs: build_trainer(cfg, None, cbs, enable_checkpointing=False))

@@ -25,7 +25,7 @@ from selfsup_vis.checkpoints.provenance import model_provenance, model_random_pa
 from selfsup_vis.data.transforms import pipeline_for_model
 from selfsup_vis.launch.requeue import RequeueOnSignal, find_resume_checkpoint
 from selfsup_vis.models import build_model, model_pipeline
-from selfsup_vis.report.summaries import PretrainSummary
+from selfsup_vis.report.summaries import PretrainSummary, SummaryContributor
 from selfsup_vis.tasks.common import TaskRun, build_trainer, instantiate_callbacks, phase
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def _summary(cfg: DictConfig, model: pl.LightningModule, dm: Any, train_pipe: An
     """Where training ended, what it saved and the reconstruction error along the way."""
     ckpt_cbs = trainer.checkpoint_callbacks
     last = [Path(c.dirpath) / "last.ckpt" for c in ckpt_cbs if c.save_last and c.dirpath]
-    recon = [c for c in callbacks if hasattr(c, "history") and type(c).__name__ == "ReconstructionDump"]
+    contributed = {k: v for c in callbacks if isinstance(c, SummaryContributor) for k, v in c.summary_fields().items()}
     return PretrainSummary(
         model=cfg.model.name, algorithm=type(model).__name__, dataset=dm.name, train_split=dm.train_split,
         pipeline=train_pipe.describe(), resumed_from=resume, epochs=trainer.current_epoch,
@@ -152,5 +152,4 @@ def _summary(cfg: DictConfig, model: pl.LightningModule, dm: Any, train_pipe: An
         callbacks=[type(c).__name__ for c in callbacks],
         callback_failures=[f for c in callbacks for f in getattr(c, "failures", [])],
         optim=dict(getattr(model, "optim_summary", {}) or {}),
-        reconstruction_error=([{"step": s, "error": e} for s, e in recon[0].history]
-                              if recon and recon[0].history else None))
+        **contributed)

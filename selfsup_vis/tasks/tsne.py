@@ -61,7 +61,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     run.model_provenance(model, cfg.model, layers=layers, layer=", ".join(layers), seed=int(t.seed),
                          dataset=dm.name, split=split, n=subset.n)
     features = subset_features(
-        model, cfg.model, cfg.dataset, dm, data, subset, layers=layers, init_seed=int(cfg.seed),
+        model, cfg.model, cfg.dataset, cfg.trainer, dm, data, subset, layers=layers, init_seed=int(cfg.seed),
         final_norm=bool(t.final_norm), cache=bool(t.cache), cache_dir=t.cache_dir, private_dir=run.dir,
         features_dir=run.dir / "features", work_dir=run.dir / "_extract",
         make_trainer=lambda cbs: build_trainer(cfg, None, cbs, enable_checkpointing=False))

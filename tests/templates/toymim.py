@@ -72,11 +72,6 @@ class ToyMIM(MaskedImageModule):
         return {"pred": pred, "target": target, "per_patch": per_patch,
                 "loss": (per_patch * flat).sum() / flat.sum().clamp(min=1)}
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self(batch["image"], self.batch_mask(batch))["loss"]
-        self.log_losses({"loss": loss}, batch["image"].shape[0])
-        return loss
-
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
                     generator: torch.Generator | None = None) -> MaskedReconstruction:
