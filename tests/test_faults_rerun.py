@@ -6,6 +6,7 @@ ones summary.json lists. An unfinished run in the directory is resumed, never re
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -14,7 +15,7 @@ from tests.conftest import assert_ok, run_main
 
 TSNE = ["task=tsne", "model=mocov2_tiny", "task.backend=pca", "task.projector=false", "task.max_num_class=2",
         "task.max_samples_per_class=6", "dataset.val_samples_per_class=6", "dataset.batch_size=6",
-        "trainer.enable_progress_bar=false", "logger=csv"]
+        "trainer.enable_progress_bar=false", "logger=many"]
 
 
 def _tsne(tmp_path: Path, run: Path, layers: str, *extra: str):
@@ -32,6 +33,8 @@ def test_rerun_into_a_finished_run_is_refused_then_replaced_with_overwrite(tmp_p
     run = tmp_path / "run"
     assert_ok(_tsne(tmp_path, run, "layer3,layer4"))
     assert (run / "tsne_layer3.png").is_file() and (run / "embedding_layer3.csv").is_file()
+    (first_wandb,) = run.glob("wandb/offline-run-*")
+    first_wandb_id = first_wandb.name.rsplit("-", 1)[1]
     before = {p: p.read_bytes() for p in (run / "summary.json", run / "status.json", run / ".hydra" / "overrides.yaml",
                                           run / "csv" / "metrics.csv")}
 
@@ -55,8 +58,10 @@ def test_rerun_into_a_finished_run_is_refused_then_replaced_with_overwrite(tmp_p
     assert not any("layer3" in f for f in shown), shown
     assert shown == set(summary["outputs"]) - {"report.html"}
     assert {"tsne_layer4.png", "embedding_layer4.csv", "summary.json"} <= shown
-    rows = (run / "csv" / "metrics.csv").read_text().splitlines()
-    assert not rows or "attempt" not in rows[0] or all(r.split(",")[-1] != "2" for r in rows[1:])  # no old rows
+    # the loggers hold this run only: no earlier CSV rows, one W&B run with its own id
+    assert {r["attempt"] for r in csv.DictReader(open(run / "csv" / "metrics.csv"))} <= {"1"}
+    (wandb_run,) = run.glob("wandb/offline-run-*")
+    assert wandb_run.name.endswith(f"-{first_wandb_id}-r1")
 
 
 def test_an_unfinished_run_is_resumed_not_refused(tmp_path):

@@ -114,8 +114,8 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool, keep: Sequence[Path] = (
     done = finished_run(run_dir)
     if done is None:
         status = read_json(run_dir / STATUS_FILE)
-        if status is None:
-            return RunManifest(run_dir, keep=keep)
+        if status is None:  # fresh; a manifest here was started by RerunGuard's overwrite
+            return RunManifest.resume(run_dir, keep, next_attempt=False)
         manifest = RunManifest.resume(run_dir, keep)
         log.warning("resuming the unfinished run in %s (status %s%s): attempt %d; its outputs, checkpoints "
                     "and extracted chunks are kept and reused only where their key matches", run_dir,
@@ -129,12 +129,13 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool, keep: Sequence[Path] = (
         raise RunDirTaken(_refusal(run_dir, done, f", but it has no {MANIFEST} listing its files (written "
                                    "by an older version), so task.overwrite=true cannot tell them from "
                                    "yours; remove the directory yourself or choose another"))
+    replaced = int(previous.get("replaced", 0)) + 1
     removed = remove_listed(run_dir, previous)
     for name in (STATUS_FILE, MANIFEST):
         (run_dir / name).unlink(missing_ok=True)
     log.warning("task.overwrite=true: removed the %d files of the previous run in %s (outputs, logger "
                 "folders, checkpoints; feature caches and extraction chunks are kept)", len(removed), run_dir)
-    return RunManifest(run_dir, keep=keep)
+    return RunManifest(run_dir, keep=keep, replaced=replaced)
 
 
 class RerunGuard(Callback):
@@ -154,6 +155,7 @@ class RerunGuard(Callback):
         if finished_run(run_dir) is None:
             return  # fresh or resumed: run_task says which, once Hydra's job log is set up
         try:
-            claim_run_dir(run_dir, overwrite, kept_paths(config, run_dir))
+            manifest = claim_run_dir(run_dir, overwrite, kept_paths(config, run_dir))
         except RunDirTaken as err:
             raise ConfigRefused(err) from None
+        manifest.update()  # its start and how many runs it replaced, for run_task

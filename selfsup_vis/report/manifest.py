@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,27 +109,31 @@ class RunManifest:
     run's first attempt started (kept across resumes); ``attempt``: 1, then one more per resume."""
 
     def __init__(self, run_dir: Path, started: float | None = None, attempt: int = 1,
-                 keep: Sequence[Path] = ()) -> None:
+                 keep: Sequence[Path] = (), replaced: int = 0) -> None:
         self.run_dir = Path(run_dir)
         self.started = time.time() if started is None else float(started)
         self.attempt = int(attempt)
         self.keep = list(keep)
+        #: how many finished runs this directory held before this one (``task.overwrite``)
+        self.replaced = int(replaced)
 
     @classmethod
-    def resume(cls, run_dir: Path, keep: Sequence[Path] = ()) -> RunManifest:
+    def resume(cls, run_dir: Path, keep: Sequence[Path] = (), next_attempt: bool = True) -> RunManifest:
         """The manifest of an unfinished run continued in ``run_dir``: its first attempt's
-        ``started`` and one attempt more (a fresh one when it left no manifest)."""
+        ``started`` and (``next_attempt``) one attempt more; a fresh one when there is none."""
         old = read_manifest(run_dir)
         if old is None or not isinstance(old.get("started"), int | float):
             return cls(run_dir, keep=keep)
-        return cls(run_dir, old["started"], int(old.get("attempt", 1)) + 1, keep)
+        return cls(run_dir, old["started"], int(old.get("attempt", 1)) + int(next_attempt), keep,
+                   int(old.get("replaced", 0)))
 
     def update(self) -> dict[str, Any]:
         """Scan the run directory, write ``manifest.json`` atomically and return it."""
         files = scan(self.run_dir, self.started, self.keep)
         record = {"started": self.started,
                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
-                  "attempt": self.attempt, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **files}
+                  "attempt": self.attempt, "replaced": self.replaced,
+                  "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **files}
         try:
             write_json(self.run_dir / MANIFEST, record)
         except OSError as err:  # the manifest must never cost the run its result
@@ -142,6 +147,11 @@ def remove_listed(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
     root = Path(run_dir).resolve()
     removed: list[str] = []
     dirs: set[Path] = set()
+    # the loggers' folders are the run's whole (W&B's service writes its last log lines late)
+    for name in sorted({str(rel).split("/")[0] for rel in manifest.get("logs") or []} & LOG_DIRS):
+        if (root / name).is_dir() and not (root / name).is_symlink():
+            removed += [p.relative_to(root).as_posix() for p in (root / name).rglob("*") if p.is_file()]
+            shutil.rmtree(root / name)
     for kind in ("outputs", "logs", "checkpoints"):
         for rel in manifest.get(kind) or []:
             path = (root / str(rel)).resolve()

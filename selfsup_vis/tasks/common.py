@@ -51,15 +51,20 @@ def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
-    """Build every entry of ``cfg.logger`` (a dict of named ``_target_`` entries)."""
+def instantiate_loggers(cfg: DictConfig, replaced: int = 0) -> list[Logger]:
+    """Build every entry of ``cfg.logger`` (a dict of named ``_target_`` entries). In a run
+    directory that held ``replaced`` finished runs before (``task.overwrite``), a W&B run id
+    gets ``-r<replaced>`` so that this run never continues the replaced one's W&B run (a
+    resumed run keeps its id)."""
     loggers: list[Logger] = []
     for name, conf in (cfg.get("logger") or {}).items():
         if conf is None:
             continue
         if "_target_" not in conf:
             raise ValueError(f"logger.{name} has no _target_")
-        lg = hydra.utils.instantiate(conf)
+        extra = ({"id": f"{conf.id}-r{replaced}"} if replaced and conf.get("id")
+                 and str(conf._target_).endswith("WandbLogger") else {})
+        lg = hydra.utils.instantiate(conf, **extra)
         if isinstance(lg, CSVLogger) and is_global_zero():
             _ = lg.experiment  # create its directory before figures are written into it
         loggers.append(lg)
@@ -95,7 +100,7 @@ class TaskRun:
     @property
     def loggers(self) -> list[Logger]:
         if self._loggers is None:
-            self._loggers = instantiate_loggers(self.cfg)
+            self._loggers = instantiate_loggers(self.cfg, self.manifest.replaced if self.manifest else 0)
             log_run_config(self._loggers, self.cfg)  # the resolved config (provenance: at the end)
         return self._loggers
 
