@@ -40,7 +40,7 @@ def main() -> None:
     overrides = ["task=compare_embeddings", f"task.models=[{models}]", f"dataset.val_samples_per_class={per_class}",
                  f"task.max_samples_per_class={per_class}", f"task.backend={args.backend}",
                  f"task.n_jobs={args.n_jobs}", "dataset.batch_size=128", "trainer.enable_progress_bar=false",
-                 "logger=csv"]
+                 "logger=csv", "task.overwrite=true"]  # a rerun replaces the last benchmark's runs
     from selfsup_vis.tasks.common import run_task
 
     rows = []

@@ -138,7 +138,7 @@ def load_and_mem() -> str:
 
 def run_ours(feats: Path, labels: Path, out: Path, extra: list[str]) -> tuple[dict, PhaseMonitor, float]:
     cfg = compose(["task=tsne", f"task.features={feats}", f"task.labels={labels}",
-                   "task.formats=[png,pdf]", "logger=none", *extra], run_dir=out)
+                   "task.formats=[png,pdf]", "logger=none", "task.overwrite=true", *extra], run_dir=out)
     mon = PhaseMonitor()
     root = logging.getLogger("selfsup_vis")
     root.addHandler(mon)

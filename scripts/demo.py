@@ -77,7 +77,7 @@ def main() -> int:
         run_dir = out / name
         print(f"+ selfsup_vis {' '.join(overrides)} hydra.run.dir={run_dir}", flush=True)
         t0 = time.perf_counter()
-        cfg = compose([*overrides, *QUIET], run_dir=run_dir)
+        cfg = compose([*overrides, *QUIET, "task.overwrite=true"], run_dir=run_dir)  # a rerun replaces the last demo
         with open_dict(cfg):
             cfg.pop("hydra", None)  # what the job sees under python -m selfsup_vis
         run_task(cfg)

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import logging
 import math
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,6 +159,41 @@ def run_main(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+
+
+class LocalHTTPServer:
+    """A real ``http.server`` on 127.0.0.1 serving in a thread (the download tests): subclasses
+    pass their request handler; ``with server:`` starts it and always shuts it down."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def __enter__(self) -> LocalHTTPServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def checkpoint_bytes(value: float, n: int = 20_000) -> bytes:
+    """A small real torch checkpoint (zip format) as bytes: ``{"w": full((n,), value)}``."""
+    buf = io.BytesIO()
+    torch.save({"w": torch.full((n,), value)}, buf)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def download_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Downloads cached under ``tmp_path/cache`` (SELFSUP_VIS_CACHE), never the user's cache."""
+    monkeypatch.setenv("SELFSUP_VIS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def needs_shared(path: Path) -> Path:

@@ -66,10 +66,15 @@ def tensorboard_hparams(log_dir: Path) -> tuple[dict, list[str]]:
 
 def wandb_records(run_dir: Path):
     """Every record of the offline W&B run under ``run_dir`` (LevelDB-log framed protobufs)."""
+    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    yield from wandb_file_records(path)
+
+
+def wandb_file_records(path: Path):
+    """Every record of one W&B run file (``run-<id>.wandb``): a resumed run has one per attempt."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
-    data = path.read_bytes()
+    data = Path(path).read_bytes()
     assert data[:4] == b":W&B", f"not a W&B run file: {path}"
     pos, block, pending = 7, 32768, b""
     while pos + 7 <= len(data):

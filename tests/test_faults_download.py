@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +15,12 @@ from safetensors.torch import save as save_safetensors
 
 from selfsup_vis.checkpoints.loading import CheckpointError, resolve_checkpoint, safe_load
 from selfsup_vis.utils.download import DownloadError, download_file, url_cache_path
+from tests.conftest import LocalHTTPServer, checkpoint_bytes
+
+pytestmark = pytest.mark.usefixtures("download_cache")
 
 
-class _NoLengthServer:
+class _NoLengthServer(LocalHTTPServer):
     """Answers ``files[path]`` without Content-Length (HTTP/1.0 style: the body ends when the
     connection closes); ``cut[path]`` is how many bytes to send before closing."""
 
@@ -43,26 +44,13 @@ class _NoLengthServer:
                 self.end_headers()
                 self.wfile.write(data[: server.cut.get(self.path, len(data))])
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        super().__init__(Handler)
 
 
 @pytest.fixture
 def server() -> Iterator[_NoLengthServer]:
-    s = _NoLengthServer()
-    s.thread.start()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
-    s.thread.join(5)
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("SELFSUP_VIS_CACHE", str(tmp_path / "cache"))
+    with _NoLengthServer() as s:
+        yield s
 
 
 def _files(root: Path) -> list[Path]:
@@ -70,9 +58,7 @@ def _files(root: Path) -> list[Path]:
 
 
 def _zip_checkpoint(value: float) -> bytes:
-    buf = io.BytesIO()
-    torch.save({"w": torch.full((50_000,), value)}, buf)
-    return buf.getvalue()
+    return checkpoint_bytes(value, n=50_000)
 
 
 @pytest.mark.parametrize("kind", ["zip", "safetensors"])

@@ -18,15 +18,13 @@ import torch
 
 from selfsup_vis.checkpoints.loading import CheckpointError, resolve_checkpoint, safe_load
 from selfsup_vis.utils.download import download_file, url_cache_path
+from tests.conftest import LocalHTTPServer
+from tests.conftest import checkpoint_bytes as _checkpoint_bytes
+
+pytestmark = pytest.mark.usefixtures("download_cache")
 
 
-def _checkpoint_bytes(value: float, n: int = 20_000) -> bytes:
-    buf = io.BytesIO()
-    torch.save({"w": torch.full((n,), value)}, buf)
-    return buf.getvalue()
-
-
-class _Server:
+class _Server(LocalHTTPServer):
     """Routes path -> (bytes, content type); ``cut`` paths send half of the body once (or
     always) and drop the connection; Range is honoured on ``resumable`` paths."""
 
@@ -77,26 +75,13 @@ class _Server:
                     return
                 self.wfile.write(body)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        super().__init__(Handler)
 
 
 @pytest.fixture
 def server() -> Iterator[_Server]:
-    s = _Server()
-    s.thread.start()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
-    s.thread.join(5)
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("SELFSUP_VIS_CACHE", str(tmp_path / "cache"))
+    with _Server() as s:
+        yield s
 
 
 def _leftovers(root: Path) -> list[str]:

@@ -19,6 +19,7 @@ from PIL import Image
 from selfsup_vis.features.cache import FeatureCacheEntry
 from selfsup_vis.tasks.common import run_task
 from selfsup_vis.utils.io import save_npy
+from tests.conftest import compose_cfg
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none",
          "task.backend=pca", "task.projector=false", "dataset.num_workers=0"]
@@ -39,8 +40,8 @@ def _folder(root: Path, per_class: int = 4) -> Path:
 
 
 def _tsne(compose_in, tmp_path: Path, *overrides: str) -> dict:
-    cfg = compose_in(["task=tsne", "model=mocov2_tiny", "task.layers=[layer4]",
-                      f"task.cache_dir={tmp_path / 'cache'}", *QUIET, *overrides])
+    cfg = compose_in(["task=tsne", "model=mocov2_tiny", "task.layers=[layer4]", "task.overwrite=true",
+                      f"task.cache_dir={tmp_path / 'cache'}", *QUIET, *overrides])  # each run replaces the last
     return run_task(cfg)
 
 
@@ -90,7 +91,6 @@ def test_precision_is_part_of_the_key(compose_in, tmp_path):
 
 def test_nan_in_a_later_layer_stops_before_any_plot(compose_in, tmp_path):
     from selfsup_vis.models import build_model
-    from tests.conftest import compose_cfg
 
     model = build_model(compose_cfg(["model=mocov2_tiny"]).model)
     state = model.state_dict()
@@ -124,8 +124,8 @@ def test_non_utf8_file_names_run_in_tsne_and_browse(compose_in, tmp_path):
     assert summary["n_samples"] == 9
     assert "cat/caf\\xe9.png" in (tmp_path / "paths.txt").read_text(encoding="utf-8")
     assert "caf\\xe9.png" in (tmp_path / "embedding_layer4.csv").read_text(encoding="utf-8")
-    browse = run_task(compose_in(["task=browse", "dataset=image_folder", f"dataset.root={root}",
-                                  "task.n_samples=9", "logger=none"]))
+    browse = run_task(compose_cfg(["task=browse", "dataset=image_folder", f"dataset.root={root}",
+                                   "task.n_samples=9", "logger=none"], tmp_path / "browse"))
     assert any(r["name"] == "cat/caf\\xe9.png" for r in browse["samples"])
 
 

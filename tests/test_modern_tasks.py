@@ -109,7 +109,7 @@ def test_attention_task_dino_head_threshold(compose_in, tmp_path):
     assert (kept - smallest_in < 0.6 + 1e-5).all()  # ... and no patch could be dropped
     assert set(ht["area_fraction"]) == {f"head{k}" for k in range(grid.shape[1])}
     bad = compose_in(["task=attention", *model_overrides("dinov2_reg"), "task.method=rollout",
-                      "task.head_threshold=0.6", *QUIET])
+                      "task.head_threshold=0.6", "task.overwrite=true", *QUIET])
     with pytest.raises(ValueError, match="head_threshold.*cls_attention"):
         run_task(bad)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from selfsup_vis.config.schemas import TaskConfig
+
 
 class AttentionMethod(StrEnum):
     """ViT attention (no gradients), Grad-CAM family (classifiers, via ``grad-cam``) and
@@ -33,7 +35,7 @@ class HeadFusion(StrEnum):
 
 
 @dataclass
-class AttentionTaskConfig:
+class AttentionTaskConfig(TaskConfig):
     """Attention / class-activation maps of a model, scored by a pointing game where the
     object masks are known (synthetic data, or ``masks_root`` for image folders)."""
 

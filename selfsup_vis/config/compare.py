@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from selfsup_vis.config.compose import compose
-from selfsup_vis.config.schemas import EmbeddingConfig, Pooling, SubsetConfig
+from selfsup_vis.config.schemas import EmbeddingConfig, Pooling, SubsetConfig, TaskConfig
 
 
 class Baseline(StrEnum):
@@ -49,7 +49,7 @@ class CompareModelEntry:
 
 
 @dataclass
-class CompareEmbeddingsTaskConfig(EmbeddingConfig, SubsetConfig):
+class CompareEmbeddingsTaskConfig(EmbeddingConfig, SubsetConfig, TaskConfig):
     """The data subset and the embedding settings are task=tsne's (SubsetConfig, EmbeddingConfig)."""
 
     _target_: str = "selfsup_vis.tasks.compare_embeddings.run"

@@ -8,6 +8,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from selfsup_vis.config.schemas import TaskConfig
+
 
 class FeatureNormalisation(StrEnum):
     none = "none"  # the papers' choice
@@ -27,7 +29,7 @@ class ForegroundSign(StrEnum):
 
 
 @dataclass
-class DenseTaskConfig:
+class DenseTaskConfig(TaskConfig):
     """PCA->RGB maps with a PC1 foreground, cosine similarity from query patches, mutual
     patch matches and token norms (outliers, registers, CLS) of layers with a spatial grid;
     the foreground's IoU with the object masks where they are known (synthetic data)."""

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from selfsup_vis.config.schemas import TaskConfig
+
 
 @dataclass
-class SummarizeTaskConfig:
+class SummarizeTaskConfig(TaskConfig):
     _target_: str = "selfsup_vis.tasks.summarize.run"
     name: str = "summarize"
     sweep_dir: str = MISSING  # a multirun directory, e.g. multirun/tsne/2025-01-01_12-00-00

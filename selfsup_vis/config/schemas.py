@@ -146,7 +146,18 @@ class CueConflictDataConfig(DataConfig):
 
 
 @dataclass
-class BrowseTaskConfig:
+class TaskConfig:
+    """What every task takes (each task's schema derives from this one)."""
+
+    # a run directory holds one run (selfsup_vis/launch/rerun.py): a rerun into the directory of
+    # a finished run is refused unless this is true; it then first removes every file that run's
+    # manifest.json lists (outputs, logger folders, checkpoints; feature caches stay). An
+    # unfinished run there (requeued, interrupted, failed) is resumed either way.
+    overwrite: bool = False
+
+
+@dataclass
+class BrowseTaskConfig(TaskConfig):
     _target_: str = "selfsup_vis.tasks.browse.run"
     name: str = "browse"
     n_samples: int = field(default=8, metadata={"min": 1})
@@ -220,7 +231,7 @@ class EmbeddingConfig:
 
 
 @dataclass
-class TsneTaskConfig(EmbeddingConfig, SubsetConfig):
+class TsneTaskConfig(EmbeddingConfig, SubsetConfig, TaskConfig):
     _target_: str = "selfsup_vis.tasks.tsne.run"
     name: str = "tsne"
     layers: list[str] = field(default_factory=list)  # empty: the model's default layer(s)

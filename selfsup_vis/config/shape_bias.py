@@ -7,11 +7,11 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from selfsup_vis.config.schemas import FigureFormat
+from selfsup_vis.config.schemas import FigureFormat, TaskConfig
 
 
 @dataclass
-class ShapeBiasTaskConfig:
+class ShapeBiasTaskConfig(TaskConfig):
     """Run a classifier over cue-conflict images and report its shape bias."""
 
     _target_: str = "selfsup_vis.tasks.shape_bias.run"
@@ -36,7 +36,7 @@ class ShapeBiasTaskConfig:
 
 
 @dataclass
-class PlotShapeBiasTaskConfig:
+class PlotShapeBiasTaskConfig(TaskConfig):
     """Draw model-vs-human's matrix plot from CSV directories."""
 
     _target_: str = "selfsup_vis.tasks.plot_shape_bias.run"

@@ -8,7 +8,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from selfsup_vis.config.schemas import FigureFormat
+from selfsup_vis.config.schemas import FigureFormat, TaskConfig
 
 #: the mask fill of the "masked" panel (black merges with dark images)
 IMAGENET_MEAN_FILL = (0.485, 0.456, 0.406)
@@ -23,7 +23,7 @@ class ReconstructionDisplay(StrEnum):
 
 
 @dataclass
-class ReconstructTaskConfig:
+class ReconstructTaskConfig(TaskConfig):
     """Four-panel reconstructions of a masked-image model (MAE, SimMIM, MaskFeat)."""
 
     _target_: str = "selfsup_vis.tasks.reconstruct.run"
@@ -52,7 +52,7 @@ class ReconstructTaskConfig:
 
 
 @dataclass
-class PretrainTaskConfig:
+class PretrainTaskConfig(TaskConfig):
     """Train (or continue training) an algorithm with the configured callbacks."""
 
     _target_: str = "selfsup_vis.tasks.pretrain.run"

@@ -5,4 +5,6 @@
 - ``status``: the per-job ``status.json`` and the status table printed when a sweep ends.
 - ``requeue``: checkpoint-and-requeue on SIGUSR1/SIGUSR2/SIGTERM for Lightning training, and
   finding the checkpoint a requeued job resumes from.
+- ``rerun``: one run directory, one run: a finished run's directory is refused (or replaced,
+  ``task.overwrite=true``), an unfinished one resumed.
 """

@@ -18,11 +18,16 @@ from selfsup_vis.report.rundir import read_json
 log = logging.getLogger(__name__)
 
 
-def finish_run(run_dir: Path, cfg: DictConfig, loggers: list[Logger], succeeded: bool) -> Path | None:
-    """Log results to the (already built) loggers and write report.html; returns its path."""
+def finish_run(run_dir: Path, cfg: DictConfig, loggers: list[Logger], succeeded: bool,
+               ended: bool = True) -> Path | None:
+    """Log results to the (already built) loggers and write report.html; returns its path.
+    An attempt that did not end the run (``ended`` False: interrupted or requeued, to be
+    resumed) writes its report but leaves the hparams and results to the attempt that ends it,
+    so a resumed run's loggers hold one set, the final one."""
     summary = read_json(Path(run_dir) / "summary.json")
     try:
-        log_run_results(loggers, cfg, summary, headline_metrics(summary), succeeded)
+        if ended:
+            log_run_results(loggers, cfg, summary, headline_metrics(summary), succeeded)
     except Exception as err:
         log.warning("could not log the run's results to the loggers: %s", err)
     try:

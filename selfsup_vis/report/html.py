@@ -50,11 +50,15 @@ def _read_embeddings(run: RunDir) -> tuple[dict[str, np.ndarray], np.ndarray, li
     summary = run.summary or {}
     layers = summary.get("layers") if isinstance(summary.get("layers"), Mapping) else {}
     files: dict[str, Path] = {}
+    # the run's own maps: its manifest's (a previous run's layer is not this run's), else a glob
+    found = ([p for p in run.data_files() if p.parent == run.path] if run.manifest is not None
+             else list(run.path.glob("*.csv")))
+    found = sorted(p for p in found if p.name.startswith("embedding_") and p.suffix == ".csv")
     for layer in layers:
         cand = run.path / f"embedding_{layer_file_name(layer)}.csv"
-        if cand.is_file():
+        if cand in found:
             files[layer] = cand
-    for p in sorted(run.path.glob("embedding_*.csv")):
+    for p in found:
         if p not in files.values():
             files[p.stem[len("embedding_"):]] = p
     if not files:

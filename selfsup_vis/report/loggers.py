@@ -1,19 +1,27 @@
 """The run's config in every logger: the resolved job config (flattened, ``task.perplexity``)
-and the provenance block as W&B config / TensorBoard hparams / CSV hparams.yaml when the
-loggers are built, and at the end the headline numbers as TensorBoard hparam metrics and W&B
-summary values, so runs can be filtered and compared by layer, perplexity, dataset or seed."""
+as W&B config / CSV hparams.yaml when the loggers are built; at the end the same config with
+the provenance (``provenance.weights`` ...: one flat copy, from summary.json's record, logged
+once) and the headline numbers as TensorBoard hparams and metrics and W&B config and summary
+values, so runs can be filtered and compared by layer, perplexity, dataset or seed.
+
+A requeued or resumed run continues its loggers (same TensorBoard folder, same W&B run id,
+CSV rows appended); only the attempt that finishes the run logs its hparams and results, so
+``tensorboard/hparams.yaml`` and the HPARAMS tab hold the final ones."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 
 from selfsup_vis.report.headline import finite
 from selfsup_vis.report.provenance import run_provenance
+from selfsup_vis.utils.io import write_with
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +47,13 @@ def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str,
     return out
 
 
-def run_params(cfg: DictConfig, summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Flattened job config plus ``provenance.*`` keys."""
+def run_params(cfg: DictConfig, summary: Mapping[str, Any] | None = None, *,
+               provenance: bool = True) -> dict[str, Any]:
+    """Flattened job config plus (with ``provenance``) the ``provenance.*`` keys."""
     config = job_config(cfg)
     params = flatten({k: v for k, v in config.items() if k != "logger"})
-    params.update({f"provenance.{k}": v for k, v in run_provenance(config, summary).items()})
+    if provenance:
+        params.update({f"provenance.{k}": v for k, v in run_provenance(config, summary).items()})
     return params
 
 
@@ -56,11 +66,11 @@ def _each(loggers: list[Logger], what: str, fn: Any) -> None:
 
 
 def log_run_config(loggers: list[Logger], cfg: DictConfig) -> None:
-    """When the loggers are built: config + provenance (TensorBoard writes its hparams at
-    the end, when the metrics are known)."""
+    """When the loggers are built: the config (the provenance is known at the end, from the
+    summary; TensorBoard writes its hparams at the end, when the metrics are known)."""
     if not loggers:
         return
-    params = run_params(cfg)
+    params = run_params(cfg, provenance=False)
     _each([lg for lg in loggers if not isinstance(lg, TensorBoardLogger)], "the run config",
           lambda lg: lg.log_hyperparams(params))
 
@@ -77,6 +87,10 @@ def log_run_results(loggers: list[Logger], cfg: DictConfig, summary: Mapping[str
     def tensorboard(lg: TensorBoardLogger) -> None:
         lg.log_hyperparams(params, metrics=hp_metrics)
         lg.experiment.flush()
+        # Lightning writes hparams.yaml only when it does not exist yet (the model's hparams,
+        # when fit starts, or an earlier attempt's): rewrite it with the final set
+        write_with(Path(lg.log_dir) / TensorBoardLogger.NAME_HPARAMS_FILE,
+                   lambda tmp: save_hparams_to_yaml(tmp, lg.hparams))
 
     def wandb(lg: WandbLogger) -> None:
         lg.experiment.config.update(params, allow_val_change=True)

@@ -1,5 +1,7 @@
 """What a run directory holds, read back for its report: summary.json, config_resolved.yaml,
-status.json (written by the launcher when there is one), figures and data files."""
+status.json (written by the launcher when there is one), figures and data files: those its
+manifest.json lists (``report/manifest.py``: exactly the run's own files, as summary.json's
+``outputs``), else, for runs written before manifests, those found in the directory."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from selfsup_vis.report.manifest import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class RunDir:
     config: dict[str, Any] | None = None
     status: dict[str, Any] | None = None
     overrides: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, path: str | Path) -> RunDir:
@@ -79,7 +84,7 @@ class RunDir:
         if status and not overrides and isinstance(status.get("overrides"), list):
             overrides = [str(o) for o in status["overrides"]]
         return cls(p, read_json(p / "summary.json"), read_yaml(p / "config_resolved.yaml"),
-                   status, overrides)
+                   status, overrides, read_manifest(p))
 
     @property
     def task(self) -> str | None:
@@ -103,10 +108,21 @@ class RunDir:
             return "done", None
         return "incomplete", "no summary.json (the job did not finish)"
 
+    def _listed(self, suffixes: set[str] | None) -> list[Path]:
+        """The manifest's outputs that exist, with ``suffixes`` (None: all but figures)."""
+        paths = [self.path / str(rel) for rel in (self.manifest or {}).get("outputs") or []]
+        return [p for p in paths if p.is_file() and p.name != "report.html"
+                and (p.suffix.lower() in suffixes if suffixes is not None else p.suffix.lower() not in FIGURE_EXT)]
+
     def figures(self) -> list[Path]:
+        if self.manifest is not None:
+            return self._listed(FIGURE_EXT)
         return _outputs(self.path, FIGURE_EXT)
 
     def data_files(self) -> list[Path]:
+        """Every other file of the run (its manifest's), report.html left out."""
+        if self.manifest is not None:
+            return self._listed(None)
         return [p for p in _outputs(self.path, DATA_EXT) if p.name != "report.html"]
 
 

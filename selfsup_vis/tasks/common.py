@@ -27,11 +27,14 @@ from selfsup_vis.checkpoints.provenance import (
 )
 from selfsup_vis.config.validate import validate
 from selfsup_vis.launch import status as job_status
+from selfsup_vis.launch.requeue import Requeued
+from selfsup_vis.launch.rerun import claim_run_dir, kept_paths
 from selfsup_vis.launch.signals import Interrupted, catch_signals
 from selfsup_vis.plotting.log import log_figure, log_scalars, save_figure
 from selfsup_vis.plotting.provenance import add_provenance
 from selfsup_vis.report.harness import finish_run
 from selfsup_vis.report.loggers import log_run_config
+from selfsup_vis.report.manifest import RunManifest
 from selfsup_vis.report.summaries import TaskSummary
 from selfsup_vis.utils.io import write_json, write_text
 
@@ -48,15 +51,20 @@ def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
-    """Build every entry of ``cfg.logger`` (a dict of named ``_target_`` entries)."""
+def instantiate_loggers(cfg: DictConfig, replaced: int = 0) -> list[Logger]:
+    """Build every entry of ``cfg.logger`` (a dict of named ``_target_`` entries). In a run
+    directory that held ``replaced`` finished runs before (``task.overwrite``), a W&B run id
+    gets ``-r<replaced>`` so that this run never continues the replaced one's W&B run (a
+    resumed run keeps its id)."""
     loggers: list[Logger] = []
     for name, conf in (cfg.get("logger") or {}).items():
         if conf is None:
             continue
         if "_target_" not in conf:
             raise ValueError(f"logger.{name} has no _target_")
-        lg = hydra.utils.instantiate(conf)
+        extra = ({"id": f"{conf.id}-r{replaced}"} if replaced and conf.get("id")
+                 and str(conf._target_).endswith("WandbLogger") else {})
+        lg = hydra.utils.instantiate(conf, **extra)
         if isinstance(lg, CSVLogger) and is_global_zero():
             _ = lg.experiment  # create its directory before figures are written into it
         loggers.append(lg)
@@ -86,25 +94,24 @@ class TaskRun:
         self.dir = Path(out_dir) if out_dir is not None else run_dir()
         self._loggers: list[Logger] | None = None
         self.provenance: Provenance | None = None
+        #: the files this run wrote (``run_task`` starts it when it claims the directory)
+        self.manifest: RunManifest | None = None
 
     @property
     def loggers(self) -> list[Logger]:
         if self._loggers is None:
-            self._loggers = instantiate_loggers(self.cfg)
-            log_run_config(self._loggers, self.cfg)  # resolved config + provenance
-            if self.provenance is not None:
-                _log_provenance(self._loggers, self.provenance)
+            self._loggers = instantiate_loggers(self.cfg, self.manifest.replaced if self.manifest else 0)
+            log_run_config(self._loggers, self.cfg)  # the resolved config (provenance: at the end)
         return self._loggers
 
     # --- provenance: what every figure, summary and logger config says it came from
     def set_provenance(self, prov: Provenance) -> Provenance:
         """Record where this run's results come from: warns loudly about random weights, goes
-        into summary.json (``weights``, ``provenance``) and every logger's hyperparameters.
+        into summary.json (``weights``, ``provenance``) and from there, once and flat, into
+        every logger's hyperparameters at the end (``report.loggers.log_run_results``).
         Figures draw it with ``plotting.provenance.add_provenance``."""
         self.provenance = prov
         warn_if_random(prov)
-        if self._loggers:
-            _log_provenance(self._loggers, prov)
         return prov
 
     def model_provenance(self, model: Any, model_cfg: Any, *, layers: list[str] | None = None,
@@ -157,6 +164,8 @@ class TaskRun:
         out.setdefault("status", "success")
         out.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
         if is_global_zero():
+            if self.manifest is not None:  # what report.html lists too (manifest.json)
+                out["outputs"] = sorted({*self.manifest.update()["outputs"], name})
             log.info("summary: %s", write_json(self.dir / name, out))
         return out
 
@@ -164,14 +173,6 @@ class TaskRun:
         if self._loggers:
             close_loggers(self._loggers, status)
         self._loggers = None
-
-
-def _log_provenance(loggers: list[Logger], prov: Provenance) -> None:
-    for lg in loggers:
-        try:
-            lg.log_hyperparams({"provenance": prov.to_dict()})
-        except Exception as err:  # a logger's config must never cost the run
-            log.warning("could not log provenance to %s: %s", type(lg).__name__, err)
 
 
 def build_trainer(
@@ -247,6 +248,10 @@ def run_task(cfg: DictConfig) -> Any:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run = TaskRun(cfg)
     if is_global_zero():
+        # a finished run's directory is refused (or cleared: task.overwrite), an unfinished one
+        # resumed, before anything is written (selfsup_vis/launch/rerun.py)
+        run.manifest = claim_run_dir(run.dir, bool(cfg.task.get("overwrite", False)), kept_paths(cfg, run.dir))
+        run.manifest.update()  # its start time, kept by a resume
         job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         write_text(run.dir / "config_resolved.yaml", OmegaConf.to_yaml(job_cfg, resolve=True))
     task_fn = hydra.utils.get_method(cfg.task._target_)
@@ -269,6 +274,9 @@ def run_task(cfg: DictConfig) -> Any:
         if job is not None:
             job_status.write_job_ended(run.dir, job, err)
         raise SystemExit(err.exit_code) from None
+    except Requeued:  # checkpointed and requeued: the next attempt resumes (launch/requeue.py)
+        status = "requeued"
+        raise
     except Exception as err:
         write_failed_summary(run, err, started)
         log.exception("task=%s failed: %s", cfg.task.name, job_status.first_line(err))  # the job's own log
@@ -280,6 +288,11 @@ def run_task(cfg: DictConfig) -> Any:
     finally:
         # headline numbers to the loggers and report.html (selfsup_vis/report); never raises
         if is_global_zero():
-            finish_run(run.dir, cfg, run._loggers or [], status == "success")
+            if run.manifest is not None:
+                run.manifest.update()  # the report lists what the manifest lists
+            finish_run(run.dir, cfg, run._loggers or [], status == "success",
+                       ended=status in ("success", "failed"))
         run.close(status if status in ("success", "failed") else "failed")
+        if run.manifest is not None:
+            run.manifest.update()  # report.html and the loggers' last files
         log.info("outputs of task=%s: %s", cfg.task.name, run.dir)

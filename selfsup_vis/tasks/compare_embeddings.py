@@ -12,6 +12,9 @@ linear CKA heatmaps, with every number saved (coordinates, ``layer_curves.csv``,
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import logging
 import re
 import time
 from dataclasses import dataclass, replace
@@ -49,6 +52,7 @@ from selfsup_vis.embedding.compare_plots import (
     plot_cka_heatmap,
     plot_layer_curves,
 )
+from selfsup_vis.features.cache import checkpoint_fingerprint
 from selfsup_vis.features.extraction import layer_file_name
 from selfsup_vis.features.pipeline import FeatureSet, eval_preprocessing, subset_features
 from selfsup_vis.features.pixels import PIXELS, pixel_features
@@ -57,6 +61,8 @@ from selfsup_vis.models import build_model
 from selfsup_vis.report.summaries import CompareSummary
 from selfsup_vis.tasks.common import TaskRun, build_trainer, is_global_zero, phase
 from selfsup_vis.utils.io import save_npy, write_with
+
+log = logging.getLogger(__name__)
 
 CURVE_KEYS = ("knn_feat@10", "knn_feat@20", "knn_2d@10", "knn_2d@20", "trustworthiness")
 
@@ -71,6 +77,8 @@ class Entry:
     model_cfg: DictConfig | None
     layers: list[str] | None
     kind: str
+    #: where its files go (features/, embeddings/, cka_*): :func:`_folder`
+    folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,27 @@ def _value(x: Any) -> Any:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def _folder(name: str, model_cfg: DictConfig | None, kind: str) -> str:
+    """The folder of one compared model: its name made file-safe (for people) and a hash of
+    (name, model config, checkpoint content), so that names differing only in characters a
+    folder name drops (``fx 1``, ``fx_1``) never share features, and a model whose config or
+    checkpoint changed never meets the old one's files (a resumed comparison extracts afresh)."""
+    ident: dict[str, Any] = {"name": name, "kind": kind}
+    if model_cfg is not None:
+        model = OmegaConf.to_container(model_cfg, resolve=True)
+        checkpoint = model.pop("checkpoint", None)  # type: ignore[union-attr]
+        ident |= {"model": model, "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_fingerprint(checkpoint)}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{_slug(name)[:40]}-{digest}"
+
+
+def _stale_folders(out: Path, e: Entry) -> list[str]:
+    """Folders of an earlier run in ``out`` under ``e``'s name with another config or checkpoint."""
+    prefix = f"{_slug(e.name)[:40]}-"
+    return sorted(p.name for p in (out / "features").glob(f"{prefix}*")
+                  if p.name != e.folder and re.fullmatch(r"[0-9a-f]{10}", p.name[len(prefix):]))
 
 
 def _file_label(checkpoint: str | None, parts: int = 1) -> str:
@@ -155,17 +184,7 @@ def _entries(cfg: DictConfig) -> list[Entry]:
                          "(task.models=[{..., name: <label>}])")
     if len(out) < 2:
         raise ValueError("task=compare_embeddings needs at least two models (or a model and a baseline)")
-    return [Entry(**e) for e in out]
-
-
-def _save_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
-
-    return write_with(path, write)
+    return [Entry(**e, folder=_folder(e["name"], e["model_cfg"], e["kind"])) for e in out]
 
 
 def _save_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
@@ -190,7 +209,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     colour, labelings = resolve_labelings(label_specs, subset.names, subset.labels, subset.classes)
 
     # features: every model's layers, extracted once into the shared cache (every rank takes part)
-    extracted = [_extract(cfg, e, i, dm, data, subset, run.dir) for i, e in enumerate(entries) if e.kind != PIXELS]
+    extracted = [_extract(cfg, e, dm, data, subset, run.dir) for e in entries if e.kind != PIXELS]
     if not is_global_zero():  # rank zero does the rest
         return {}
     models = [next(x for x in extracted if x.entry is e) if e.kind != PIXELS else
@@ -226,7 +245,8 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         models=[{"name": m.entry.name, "kind": m.entry.kind,
                  "model": None if m.entry.model_cfg is None else str(m.entry.model_cfg.name),
                  "checkpoint": None if m.entry.model_cfg is None else m.entry.model_cfg.get("checkpoint"),
-                 "weights": w, "layers": m.layers, "panel_layer": m.panel_layer} for m, w in zip(models, weights)],
+                 "weights": w, "layers": m.layers, "panel_layer": m.panel_layer, "folder": m.entry.folder}
+                for m, w in zip(models, weights)],
         quality={m.entry.name: {la: lm.quality for la, lm in m.maps.items()} for m in models},
         procrustes_rms={m.entry.name: m.residuals for m in models}, cka=cka,
         timings={"extraction_s": sum(m.features.extraction_s for m in models),
@@ -237,7 +257,7 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
     return run.write_summary(summary)
 
 
-def _extract(cfg: DictConfig, e: Entry, i: int, dm: Any, data: Any, subset: Subset, out: Path) -> Compared:
+def _extract(cfg: DictConfig, e: Entry, dm: Any, data: Any, subset: Subset, out: Path) -> Compared:
     """Build one model (random weights: the same init as task=tsne with this seed), record
     where its weights come from and extract its layers (every rank)."""
     t = cfg.task
@@ -254,10 +274,15 @@ def _extract(cfg: DictConfig, e: Entry, i: int, dm: Any, data: Any, subset: Subs
                             n=subset.n)
     if e.kind == "model":
         warn_if_random(prov)
+    stale = _stale_folders(out, e) if is_global_zero() else []
+    if stale:
+        log.warning("compare: %r now has another model config or checkpoint than the features in %s: "
+                    "not reused, its features go to features/%s", e.name, ", ".join(f"features/{s}" for s in stale),
+                    e.folder)
     features = subset_features(
         model, e.model_cfg, cfg.dataset, cfg.trainer, dm, data, subset, layers=layers, init_seed=int(cfg.seed),
-        final_norm=False, cache=bool(t.cache), cache_dir=t.cache_dir, private_dir=out / "models" / _slug(e.name),
-        features_dir=out / "features" / _slug(e.name), work_dir=out / f"_extract_{i}", owner=e.name,
+        final_norm=False, cache=bool(t.cache), cache_dir=t.cache_dir, private_dir=out / "models" / e.folder,
+        features_dir=out / "features" / e.folder, work_dir=out / f"_extract_{e.folder}", owner=e.name,
         make_trainer=lambda cbs: build_trainer(cfg, None, cbs, enable_checkpointing=False))
     return Compared(e, layers, panel, prov, features)  # type: ignore[arg-type]  # None off rank zero
 
@@ -268,7 +293,7 @@ def _pixels(cfg: DictConfig, e: Entry, dm: Any, data: Any, subset: Subset, out: 
     model_cfg = next((x.model_cfg for x in entries if x.model_cfg is not None), cfg.model)
     with phase(f"raw pixels of {subset.n} images ({cfg.task.pixel_size}² per channel)"):
         px = pixel_features(data, subset.indices, eval_preprocessing(model_cfg, dm)[0], int(cfg.task.pixel_size))
-    path = save_npy(out / "features" / PIXELS / "pixels.npy", px)
+    path = save_npy(out / "features" / e.folder / "pixels.npy", px)
     return Compared(e, [PIXELS], PIXELS, None, FeatureSet.open(e.name, {PIXELS: path}, subset.names))
 
 
@@ -284,7 +309,7 @@ def _aligned(m: Compared, reference: np.ndarray, out: Path) -> Compared:
     ``embeddings/<model>/<layer>.npy``."""
     aligned, residuals = align_maps({la: lm.coords for la, lm in m.maps.items()}, reference)
     for layer, xy in aligned.items():
-        save_npy(out / "embeddings" / _slug(m.entry.name) / f"{layer_file_name(layer)}.npy", xy)
+        save_npy(out / "embeddings" / m.entry.folder / f"{layer_file_name(layer)}.npy", xy)
     return replace(m, maps={la: replace(lm, coords=aligned[la]) for la, lm in m.maps.items()}, residuals=residuals)
 
 
@@ -329,7 +354,7 @@ def _cka(run: TaskRun, t: DictConfig, models: list[Compared], files: list[Path])
         with phase(f"linear CKA {a.entry.name} ({len(la)} layers) vs {b.entry.name} ({len(lb)} layers)"):
             m = cka_matrix([a.features.array(x) for x in la], [b.features.array(x) for x in lb],
                            method=str(_value(t.cka_method)), batch_size=int(t.cka_batch_size), seed=int(t.seed))
-        key = f"{_slug(a.entry.name)}__{_slug(b.entry.name)}"
+        key = f"{a.entry.folder}__{b.entry.folder}"
         files.append(_save_csv(run.dir / f"cka_{key}.csv", ["layer", *lb],
                                [[x, *(f"{v:.6f}" for v in m[r])] for r, x in enumerate(la)]))
         files += run.figure(plot_cka_heatmap(m, la, lb, a.entry.name, b.entry.name), f"cka_{key}", f"compare/cka/{key}")
