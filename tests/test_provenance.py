@@ -110,7 +110,7 @@ def test_random_init_says_random_in_summary_figures_and_logger(overrides, tmp_pa
         assert _png_provenance(png).startswith("RANDOM WEIGHTS"), png
     assert "RANDOM WEIGHTS" in caplog.text  # the loud warning
     hparams = next(out.glob("csv/**/hparams.yaml")).read_text()
-    assert "RANDOM WEIGHTS" in hparams and "weights: random" in hparams
+    assert "provenance.weights: RANDOM WEIGHTS" in hparams and "provenance.random: true" in hparams
 
 
 def test_checkpoint_weights_name_file_and_hash(tmp_path):

@@ -78,6 +78,7 @@ def run_provenance(config: Mapping[str, Any] | None, summary: Mapping[str, Any] 
         "task": _get(record, "task") or _get(summary, "task") or _get(config, "task.name"),
         "model": _get(record, "model") or _get(summary, "model") or _get(config, "model.name"),
         "weights": "RANDOM WEIGHTS" if random else weights,
+        "random": bool(random),  # a boolean to filter runs on in TensorBoard / W&B
         "checkpoint": str(checkpoint) if checkpoint else None,
         "checkpoint_sha256": sha if checkpoint else ("RANDOM" if random else None),
         "random_parts": ", ".join(record.get("random_parts") or []) or None,

@@ -130,16 +130,17 @@ def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
         trainer.fit(model, datamodule=dm, ckpt_path=resume["path"] if resume else None)
     seconds = time.perf_counter() - start
     if trainer.is_global_zero:
-        training_curves(run, loggers)
+        training_curves(run, loggers, trainer.global_step)
 
     summary = _summary(cfg, model, dm, train_pipe, resume, trainer, callbacks, seconds)
     return run.write_summary(summary)
 
 
-def training_curves(run: TaskRun, loggers: list[Any]) -> list[Path]:
+def training_curves(run: TaskRun, loggers: list[Any], step: int) -> list[Path]:
     """Loss and learning rate against the step, from the CSV logger's metrics.csv, as
     ``training_curves.png`` (report.html embeds it) and ``training_curves.csv``. Without a CSV
-    logger (``logger=tensorboard|wandb|none``) there is nothing to read back: said in the log."""
+    logger (``logger=tensorboard|wandb|none``) there is nothing to read back: said in the log.
+    Logged at the final ``step`` (W&B's step never goes back)."""
     csv_files = [Path(lg.experiment.metrics_file_path) for lg in loggers if isinstance(lg, CSVLogger)]
     metrics = next((p for p in csv_files if p.is_file()), None)
     if metrics is None:
@@ -151,7 +152,7 @@ def training_curves(run: TaskRun, loggers: list[Any]) -> list[Path]:
         return []
     write_curves_csv(run.dir / "training_curves.csv", loss, lr)
     return run.figure(curves_figure(loss, lr, title=str(run.cfg.model.get("name", "training"))),
-                      "training_curves", "pretrain/training_curves", formats=["png"])
+                      "training_curves", "pretrain/training_curves", formats=["png"], step=step)
 
 
 def _summary(cfg: DictConfig, model: pl.LightningModule, dm: Any, train_pipe: Any, resume: dict[str, Any] | None,
