@@ -109,6 +109,7 @@ def test_bad_inputs_are_refused_before_extraction(compose_in, tmp_path):
     assert not list(tmp_path.glob("patches_*.npy")) and not list(tmp_path.glob("dense_*"))  # nothing extracted
 
 
+@pytest.mark.slow
 def test_task_on_synthetic_data_and_a_reused_basis(tmp_path):
     base = ["task=dense", "model=mae_tiny", "task.layers=[block1,norm]", "task.queries=[[20,30]]", "logger=csv",
             *SMALL]
@@ -151,6 +152,7 @@ def test_task_on_an_image_folder(tmp_path):
         assert im.size[0] > 500
 
 
+@pytest.mark.slow
 def test_dense_snapshot_during_pretrain(compose_in, tmp_path):
     cfg = compose_in(["task=pretrain", "model=mae_tiny", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
                       "dataset.num_classes=2", "dataset.samples_per_class=8", "logger=csv",

@@ -47,6 +47,7 @@ def test_names_a_folder_name_cannot_tell_apart_get_their_own_features(tmp_path):
     assert len(list((tmp_path / "run").glob("cka_*.csv"))) == 3  # one table per pair, none overwritten
 
 
+@pytest.mark.slow
 def test_resumed_comparison_extracts_a_changed_checkpoint_afresh(tmp_path, monkeypatch, caplog):
     a, b = _checkpoint(tmp_path / "a.pt", 1), _checkpoint(tmp_path / "b.pt", 2)
     overrides = [*SMALL, _models(("A", a), ("B", b))]

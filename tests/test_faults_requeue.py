@@ -34,6 +34,11 @@ def _rows(run_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+# the three tests share one interrupted-and-resumed run: one xdist worker, one run (slow: ~10 s)
+def REQUEUED(test):  # noqa: N802  (a decorator named as a constant marker)
+    return pytest.mark.slow(pytest.mark.xdist_group("requeued_run")(test))
+
+
 @pytest.fixture(scope="module")
 def requeued_run(tmp_path_factory) -> Path:
     """A training run stopped by a real SIGUSR1 after step 3 (checkpointed, status
@@ -57,6 +62,7 @@ def requeued_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@REQUEUED
 def test_resumed_training_keeps_the_csv_rows_of_every_attempt(requeued_run):
     rows = _rows(requeued_run)
     first = [int(r["step"]) for r in rows if r["attempt"] == "1" and r.get("train/loss")]
@@ -65,6 +71,7 @@ def test_resumed_training_keeps_the_csv_rows_of_every_attempt(requeued_run):
     assert second and min(second) >= 3 and max(second) == 7  # resumed from its checkpoint, not from 0
 
 
+@REQUEUED
 def test_resumed_tensorboard_continues_in_one_folder_with_the_final_hparams(requeued_run):
     tb = requeued_run / "tensorboard"
     assert not [p for p in tb.iterdir() if p.is_dir()]  # no second run folder
@@ -80,6 +87,7 @@ def test_resumed_tensorboard_continues_in_one_folder_with_the_final_hparams(requ
     assert "provenance" not in saved  # one flat copy, no nested one
 
 
+@REQUEUED
 def test_resumed_wandb_run_keeps_its_id_and_no_attempt_is_left_running(requeued_run):
     attempts = sorted(requeued_run.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(attempts) == 2

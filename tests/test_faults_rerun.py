@@ -11,6 +11,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import assert_ok, run_main
 
 TSNE = ["task=tsne", "model=mocov2_tiny", "task.backend=pca", "task.projector=false", "task.max_num_class=2",
@@ -64,6 +66,7 @@ def test_rerun_into_a_finished_run_is_refused_then_replaced_with_overwrite(tmp_p
     assert wandb_run.name.endswith(f"-{first_wandb_id}-r1")
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_is_resumed_not_refused(tmp_path):
     run = tmp_path / "run"
     assert_ok(_tsne(tmp_path, run, "layer4"))

@@ -101,6 +101,7 @@ def test_resume_with_another_checkpoint_discards_the_old_rows(tmp_path, small_ch
     assert "discarding the partly extracted features" in log and "checkpoint_sha256" in log
 
 
+@pytest.mark.slow
 def test_resume_after_an_image_was_replaced_discards_the_old_rows(tmp_path, small_chunks):
     data = _folder(tmp_path / "data")
 
@@ -112,6 +113,7 @@ def test_resume_after_an_image_was_replaced_discards_the_old_rows(tmp_path, smal
     assert "discarding" in log and "image_files" in log
 
 
+@pytest.mark.slow
 def test_resume_with_another_seed_discards_the_old_rows(tmp_path, small_chunks):
     data = _folder(tmp_path / "data")  # no checkpoint: random weights depend on the seed
     got, want, log = _stopped_then_resumed(tmp_path, small_chunks, data, ["seed=1"], ["seed=2"])
@@ -119,6 +121,7 @@ def test_resume_with_another_seed_discards_the_old_rows(tmp_path, small_chunks):
     assert "discarding" in log and "init_seed" in log
 
 
+@pytest.mark.slow
 def test_unchanged_rerun_reuses_the_completed_chunks(tmp_path, small_chunks):
     data = _folder(tmp_path / "data")
     small_chunks(3)
