@@ -108,3 +108,33 @@ def test_local_sweep_job_killed_from_outside_leaves_its_sibling_alone(tmp_path):
     assert short["status"] == "done", (short, out[-3000:])  # the sibling finished its training
     assert killed["status"] == "killed (signal 9)" and "killed from outside" in killed["error"]
     assert "killed (signal 9)" in out and "1 done, 1 not done" in out
+
+
+_WARNED_AFTER_THE_WORK = """
+import os, signal, sys, time
+from selfsup_vis.launch.signals import Interrupted, catch_signals
+with catch_signals():
+    os.kill(os.getpid(), signal.SIGUSR1)  # Slurm's pre-timeout warning while the work runs
+    time.sleep(0.2)
+    print("carried on", flush=True)
+os.kill(os.getpid(), signal.SIGUSR1)  # and once the work is done, just before the limit
+time.sleep(0.2)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("slurm", [True, False], ids=["slurm-batch-job", "local"])
+def test_a_pre_timeout_warning_near_the_limit_does_not_fail_a_finished_job(slurm):
+    """In a Slurm batch job USR1 is the pre-timeout warning: outside training it is logged and
+    the work goes on, and after the work it is ignored, so a job finishing within the warning
+    window exits 0 (Slurm records COMPLETED, not FAILED 140). Locally USR1 stops the run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    if slurm:
+        env.update(SLURM_JOB_ID="42", SLURM_JOB_NAME="selfsup_vis")
+    proc = subprocess.run([sys.executable, "-c", _WARNED_AFTER_THE_WORK], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    if slurm:
+        assert proc.returncode == 0 and proc.stdout.split() == ["carried", "on", "finished"], proc.stderr
+        assert "pre-timeout warning" in proc.stderr
+    else:
+        assert proc.returncode != 0 and "carried on" not in proc.stdout and "Interrupted" in proc.stderr
