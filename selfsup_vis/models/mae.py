@@ -183,10 +183,12 @@ class MAE(ViTEncoderFeatures, MaskedImageModule):
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, noise: torch.Tensor | None = None
                     ) -> MaskedReconstruction:
-        """Per-patch prediction and target (B, L, p*p*3), the mask used (B, h, w; 1 = masked),
-        the image reconstructed from the prediction (de-normalised per patch with the image's
-        own statistics under norm-pix: MMSelfSup's display, which uses the hidden patches'
-        statistics; ``reconstruction.display`` shows it without them) and the four panels.
+        """Per-patch prediction and target (B, L, p*p*3) and the mask used (B, h, w; 1 = masked).
+        Without norm-pix also the image reconstructed from the prediction and the four panels.
+        A norm-pix prediction has no pixel values of its own: turning it into an image needs
+        per-patch statistics, and a masked patch's own are hidden information, so no image is
+        returned here (``reconstruction`` None, ``panels`` empty); ``selfsup_vis.reconstruction
+        .display`` draws it from the visible patches' statistics (or, labelled, MMSelfSup's way).
 
         A given ``mask`` (B, L) or (B, h, w) must mask the same number of patches in every image.
         An encoder-only checkpoint (official ``mae_pretrain_vit_*.pth``) is refused unless the
@@ -205,11 +207,7 @@ class MAE(ViTEncoderFeatures, MaskedImageModule):
         pred = self.decoder(enc["latent"], enc["ids_restore"])
         target = self.target(images)
         p = self.patch_size
-        rec_patches = pred
-        if self.norm_pix:  # undo the per-patch normalisation with the image's own statistics
-            raw = patchify(images, p)
-            rec_patches = pred * (raw.var(-1, keepdim=True) + 1.0e-6) ** 0.5 + raw.mean(-1, keepdim=True)
-        rec = unpatchify(rec_patches, p)
+        rec = None if self.norm_pix else unpatchify(pred, p)
         pix = patch_mask_to_pixels(enc["mask"], self.grid, p)
         return MaskedReconstruction(
             space="pixels", mask=enc["mask"].reshape(B, self.grid, self.grid).long(), mask_pixels=pix,
@@ -217,7 +215,7 @@ class MAE(ViTEncoderFeatures, MaskedImageModule):
             per_patch_error=((pred.float() - target.float()) ** 2).mean(-1),
             error_kind="norm_pix_mse" if self.norm_pix else "pixel_mse",
             original=self.denormalize(images), reconstruction=rec,
-            panels=self.pixel_panels(images, rec, pix), arrays={"pred": pred, "target": target},
+            panels={} if rec is None else self.pixel_panels(images, rec, pix), arrays={"pred": pred, "target": target},
             inputs=images, patch_size=p, norm_pix_eps=1.0e-6 if self.norm_pix else None)
 
     # -------------------------------------------------------------------------- weights

@@ -26,9 +26,9 @@ class MaskedReconstruction:
     Display (``selfsup_vis.reconstruction.display``) reads ``inputs``, ``patch_size`` and
     ``norm_pix_eps``: a per-patch-normalised target (MAE norm-pix) sets ``norm_pix_eps`` and lays
     ``pred``/``target`` out as ``models.mae.patchify`` does, so that the display can de-normalise
-    masked patches without the hidden patches' own statistics. ``panels`` are the plain
-    de-normalisation of ``reconstruction`` (for norm-pix: with each patch's own, hidden, statistics,
-    as MMSelfSup shows it); the figures do not use them."""
+    masked patches without the hidden patches' own statistics; such a model returns no
+    ``reconstruction`` and no ``panels`` (an image would need the hidden statistics). ``panels``
+    are the plain de-normalisation of ``reconstruction`` (a model that predicts pixels)."""
 
     space: Literal["pixels", "features"]
     mask: torch.Tensor  # (B, g, g) int64, 1 = masked: the mask the model used
@@ -40,7 +40,7 @@ class MaskedReconstruction:
     error_kind: str  # what per_patch_error measures (norm_pix_mse, pixel_mse, hog_mse, ...)
     original: torch.Tensor  # (B, 3, H, W) the input in display range 0..1
     target_name: str = "pixels"  # what the model predicts, for figure titles ("HOG")
-    reconstruction: torch.Tensor | None = None  # (B, 3, H, W) model-normalised (pixels only)
+    reconstruction: torch.Tensor | None = None  # (B, 3, H, W) model-normalised (pixel predictions only)
     panels: dict[str, torch.Tensor] = field(default_factory=dict)  # display 0..1 (pixels only)
     hog: dict[str, torch.Tensor] | None = None  # target/pred/mixed HOG cells (B, 3, nbins, h, w)
     arrays: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, ...) saved with the figure

@@ -165,7 +165,8 @@ def reconstruct_batch(model: Any, images: torch.Tensor, masks: torch.Tensor, nam
         if out.space == "pixels":
             panels, psnr, disp_err, numbers = _pixel_image(names[i], out, i, opts, model.denormalize, err)
             rule = opts.rule(out.norm_pix_eps is not None).to_dict()
-            arrays["reconstruction_raw"] = out.reconstruction[i].float().cpu().numpy()
+            if out.reconstruction is not None:  # norm-pix: none (its pred / target are saved)
+                arrays["reconstruction_raw"] = out.reconstruction[i].float().cpu().numpy()
         else:
             panels = _feature_panels(names[i], out, i, pp, mask_np, opts, err)
             psnr, disp_err, numbers = None, None, None

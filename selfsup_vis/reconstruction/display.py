@@ -163,7 +163,7 @@ def display_image(out: MaskedReconstruction, i: int, rule: DisplayRule,
     reconstruction, reconstruction + visible (``normalized``: original, masked, target and
     prediction + visible target, both in the target space). ``denormalize`` maps the model's
     normalised pixels to display 0..1."""
-    if out.space != "pixels" or out.reconstruction is None:
+    if out.space != "pixels" or (out.reconstruction is None and out.norm_pix_eps is None):
         raise ValueError("display_image: needs a pixel-space reconstruction")
     pix_t = out.mask_pixels[i : i + 1].float()
     pix = pix_t[0, 0].cpu().numpy()
