@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -188,6 +189,16 @@ def test_show_the_resolved_hydra_config(tmp_path):
     proc = run_main(["--cfg", "hydra", "-p", "hydra.run", "--resolve", "task=tsne"], tmp_path)
     assert_ok(proc)
     assert "dir: outputs/tsne/" in proc.stdout  # ${hydra.runtime.choices.task} and ${now:...} resolved
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    """The default run dir carries microseconds: two processes started together (a shell loop, a
+    job array) never share one, where the second would take the first's run for its own."""
+    cmd = [sys.executable, "-m", "selfsup_vis", "--cfg", "hydra", "-p", "hydra.run.dir", "--resolve", "task=tsne"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    dirs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(re.fullmatch(r"outputs/tsne/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.\d{6}", d) for d in dirs), dirs
+    assert dirs[0] != dirs[1]
 
 
 def test_job_chdir(tmp_path):
