@@ -136,7 +136,13 @@ class RequeueOnSignal(pl.Callback):
                 done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
                 log.warning("scontrol requeue %s: %s", job_id,
                             "ok" if done.returncode == 0 else (done.stderr.strip() or done.returncode))
-        trainer.strategy.barrier("requeue")
+        try:  # no rank leaves before rank zero has asked for the requeue
+            trainer.strategy.barrier("requeue")
+        except RuntimeError as err:
+            # the requeue's SIGTERM (or a rank that left the barrier first) closed the process
+            # group under this rank: the checkpoint is saved and the requeue asked for, so this
+            # attempt ends requeued, not failed (a failed attempt would end the job for good)
+            log.info("barrier after the requeue of job %s ended early (%s): leaving requeued", job_id, err)
         self._restore()
         raise Requeued(f"checkpointed at step {trainer.global_step} and requeued job {job_id}")
 
