@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -121,15 +123,16 @@ def test_failing_job_is_failed_in_slurm_and_in_the_table(tmp_path):
     assert "synthetic split 'nope' unknown" in (bad_dir / "selfsup_vis.log").read_text()  # the job's own log
 
 
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_pretrain_signalled_before_its_limit_requeues_and_resumes(tmp_path, ranks):
-    sweep = tmp_path / "sweep"
-    trainer = ["trainer=cpu"] if ranks == 1 else ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+@contextmanager
+def _training_job(tmp_path: Path, sweep: Path, overrides: list[str]) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A ``task=pretrain`` job submitted to Slurm by ``python -m selfsup_vis -m`` into ``sweep``:
+    yields (the submitting process, the Slurm job id) once training has saved a checkpoint; the
+    submitter is killed if it still runs when the block ends."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MPLBACKEND": "Agg",
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cli = subprocess.Popen(
-        [sys.executable, "-m", "selfsup_vis", "-m", "hydra/launcher=slurm", *TINY_PRETRAIN, *trainer,
-         "logger=wandb", f"hydra.sweep.dir={sweep}"],
+        [sys.executable, "-m", "selfsup_vis", "-m", "hydra/launcher=slurm", *TINY_PRETRAIN, *overrides,
+         f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 300
@@ -137,17 +140,25 @@ def test_pretrain_signalled_before_its_limit_requeues_and_resumes(tmp_path, rank
             assert cli.poll() is None and time.time() < deadline, "no checkpoint before the signal"
             time.sleep(0.5)
         (status,) = statuses(sweep)
-        job_id = status["slurm_job_id"]
+        yield cli, status["slurm_job_id"]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_pretrain_signalled_before_its_limit_requeues_and_resumes(tmp_path, ranks):
+    sweep = tmp_path / "sweep"
+    trainer = ["trainer=cpu"] if ranks == 1 else ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    with _training_job(tmp_path, sweep, [*trainer, "logger=wandb"]) as (cli, job_id):
         subprocess.run(["scancel", "--signal=USR1", job_id], check=True)
+        deadline = time.time() + 300
         while job_state(job_id).get("JobState") != "PENDING":  # requeued by the job itself
             assert cli.poll() is None and time.time() < deadline, job_state(job_id)
             time.sleep(0.5)
         # Slurm keeps a requeued job ineligible for ~2 min; start it now (an admin's `scontrol update`)
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
         out, _ = cli.communicate(timeout=300)
-    finally:
-        if cli.poll() is None:
-            cli.kill()
     assert cli.returncode == 0, out[-5000:]
     state = final_state(job_id)
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1"
@@ -169,24 +180,9 @@ def test_plain_scancel_ends_the_job_cancelled_without_requeue(tmp_path):
     training job checkpoints, ends ``cancelled`` and is not requeued; the submitting command
     returns (the CI Slurm has no sacct: the wait reads scontrol and the status file)."""
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MPLBACKEND": "Agg",
-           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "selfsup_vis", "-m", "hydra/launcher=slurm", *TINY_PRETRAIN, "trainer=cpu",
-         "trainer.max_steps=100000", "logger=csv", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 300
-        while not list(sweep.glob("*/checkpoints/last.ckpt")):  # training is under way
-            assert cli.poll() is None and time.time() < deadline, "no checkpoint before the cancel"
-            time.sleep(0.5)
-        (status,) = statuses(sweep)
-        job_id = status["slurm_job_id"]
+    with _training_job(tmp_path, sweep, ["trainer=cpu", "trainer.max_steps=100000", "logger=csv"]) as (cli, job_id):
         subprocess.run(["scancel", job_id], check=True)
         out, _ = cli.communicate(timeout=240)  # the submitter returns
-    finally:
-        if cli.poll() is None:
-            cli.kill()
     assert cli.returncode != 0
     state = final_state(job_id)
     assert state["JobState"] == "CANCELLED" and state.get("Restarts", "0") == "0", state

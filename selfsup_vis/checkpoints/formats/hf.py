@@ -120,11 +120,6 @@ def arch_from_hf(path: str | os.PathLike) -> dict[str, Any]:
     return arch
 
 
-_HF_VIT_BLOCK = [
-    ("{p}.{i}.attention.attention.qkv.", "encoder.blocks.{i}.attn.qkv."),
-    ("{p}.{i}.attention.output.dense.", "encoder.blocks.{i}.attn.proj."),
-]
-
 HF_DINOV2 = CheckpointFormat(
     name="hf_dinov2", family="dinov2",
     description="Hugging Face Dinov2Model / Dinov2WithRegistersModel save_pretrained folder",
