@@ -136,14 +136,12 @@ class RequeueOnSignal(pl.Callback):
                 done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
                 log.warning("scontrol requeue %s: %s", job_id,
                             "ok" if done.returncode == 0 else (done.stderr.strip() or done.returncode))
-        try:  # no rank leaves before rank zero has asked for the requeue
-            trainer.strategy.barrier("requeue")
-        except RuntimeError as err:
-            # the requeue's SIGTERM (or a rank that left the barrier first) closed the process
-            # group under this rank: the checkpoint is saved and the requeue asked for, so this
-            # attempt ends requeued, not failed (a failed attempt would end the job for good)
-            log.info("barrier after the requeue of job %s ended early (%s): leaving requeued", job_id, err)
+        trainer.strategy.barrier("requeue")
         self._restore()
+        # Slurm now cancels this attempt's step with SIGTERM. Lightning's own TERM handler (back
+        # after _restore) broadcasts to the other ranks, which may have left already: under DDP
+        # that broadcast failed during teardown and the attempt ended failed instead of requeued.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Requeued(f"checkpointed at step {trainer.global_step} and requeued job {job_id}")
 
 
