@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from selfsup_vis.plotting.layout import block_columns, wrap_label
 from selfsup_vis.plotting.log import new_figure
+from selfsup_vis.plotting.mosaic import LINE_IN_PER_PT, Mosaic, blend, colorize, outline, resize
 from selfsup_vis.plotting.provenance import ProvenanceLike, add_provenance
 from selfsup_vis.plotting.text import plain
 
@@ -40,6 +41,8 @@ def _overlay(ax, image: np.ndarray, m: np.ndarray, alpha: float, cmap: str, titl
 PANEL_IN = 1.8
 TITLE_PT = 7.5
 TITLE_CHARS = int(PANEL_IN * 72 / (TITLE_PT * 0.62))
+#: the object mask's outline on the maps
+MASK_RGB = (0.0, 1.0, 1.0)
 
 
 def _colorbar(fig: Figure, axes, cmap: str) -> None:
@@ -78,27 +81,40 @@ def grid_figure(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], labels
                 max_cols: int | None = None) -> Figure:
     """All images: per image the input and its panels (``maps[i]`` (K, H, W), K small), as
     many images side by side as make the grid closest to square (at most ``max_cols``); the
-    image's name as its title, wrapped over lines rather than cut."""
+    image's name as its title, wrapped over lines rather than cut. Drawn as one
+    :class:`~selfsup_vis.plotting.mosaic.Mosaic` (a training snapshot draws this every time)."""
     n = len(images)
     k = maps[0].shape[0] if n else 0
     per = 1 + k
     cols_img = block_columns(n, per, max_columns=max_cols)
     rows = math.ceil(n / cols_img)
-    title_lines = max((wrap_label(str(x), TITLE_CHARS).count("\n") + 1 for x in names), default=1)
-    fig = new_figure(PANEL_IN * per * cols_img + 0.9, (PANEL_IN + 0.16 * title_lines) * rows + 0.8)
-    axes = fig.subplots(rows, per * cols_img, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
+    H, W = images[0].shape[:2] if n else (1, 1)
+    panel_px = round(PANEL_IN * 100)
+    panel = (max(1, round(panel_px * H / W)), panel_px) if W >= H else (panel_px, max(1, round(panel_px * W / H)))
+    titles = [[wrap_label(str(names[i]), TITLE_CHARS)] + [wrap_label(lb, TITLE_CHARS) for lb in labels[i]]
+              for i in range(n)]
+    mo = Mosaic(rows, per * cols_img, panel, title_lines=Mosaic.lines_of([t for ts in titles for t in ts]),
+                title_pt=TITLE_PT)
     for i in range(n):
         r, c = divmod(i, cols_img)
-        a0 = axes[r, c * per]
-        a0.imshow(images[i])
-        a0.set_title(plain(wrap_label(str(names[i]), TITLE_CHARS)), fontsize=TITLE_PT)
+        image = resize(np.clip(np.asarray(images[i], dtype=np.float32), 0, 1), mo.panel)
+        mo.put(r, c * per, image)
+        edge = None
+        if masks is not None and masks[i] is not None:
+            edge = outline(resize(np.asarray(masks[i], dtype=np.float32), mo.panel, nearest=True) > 0.5)
         for j in range(k):
-            m = masks[i] if masks is not None else None
-            _overlay(axes[r, c * per + 1 + j], images[i], maps[i][j], alpha, cmap, labels[i][j], m)
-    _colorbar(fig, list(axes.ravel()), cmap)
-    fig.suptitle(plain(title), fontsize=8)
+            heat = colorize(resize(display_scale(maps[i][j]), mo.panel), cmap, 0.0, 1.0)
+            mo.put(r, c * per + 1 + j, blend(image, heat, alpha))
+            if edge is not None:
+                mo.paint(r, c * per + 1 + j, edge, MASK_RGB)
+        for j, t in enumerate(titles[i]):
+            mo.title(r, c * per + j, t)
+    top_in = (title.count("\n") + 1) * 8 * LINE_IN_PER_PT + 0.1
+    fig = mo.figure(top_in=top_in, right_in=0.9)
+    mo.suptitle(title, fontsize=8)
+    h_in = mo.height / mo.dpi
+    mo.colorbar((mo.width / mo.dpi + 0.12, 0.1 * h_in, 0.14, 0.8 * h_in), cmap, 0.0, 1.0,
+                "map (min-max scaled per panel)")
     if prov is not None:
         add_provenance(fig, prov)
     return fig

@@ -17,8 +17,11 @@ from selfsup_vis.dense.compute import LayerResult
 from selfsup_vis.dense.metric import upsample
 from selfsup_vis.dense.norms import NormStats
 from selfsup_vis.plotting.log import new_figure
+from selfsup_vis.plotting.mosaic import LINE_IN_PER_PT, Mosaic, blend, colorize, outline, resize
 from selfsup_vis.plotting.provenance import ProvenanceLike, add_provenance
 
+#: the object mask's outline on the foreground
+MASK_RGB = (0.0, 1.0, 1.0)
 COLUMNS = ("image", "PCA → RGB", "foreground (PC1)", "similarity to ★", "token norm")
 
 
@@ -32,47 +35,53 @@ def _up(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 def layer_figure(display: np.ndarray, res: LayerResult, names: Sequence[str], title: str, settings: str,
                  prov: ProvenanceLike | None, masks: np.ndarray | None = None, max_rows: int = 8) -> Figure:
     """Rows of images (at most ``max_rows``), the five columns of :data:`COLUMNS`; the object
-    mask (when known) as a cyan contour on the foreground, outlier tokens ringed on the norm map."""
+    mask (when known) as a cyan outline on the foreground, outlier tokens ringed on the norm map.
+    Drawn as one :class:`~selfsup_vis.plotting.mosaic.Mosaic` (a training snapshot draws this
+    every time)."""
     n = min(len(display), max_rows)
     H, W = display.shape[1:3]
     h, w = res.grid
-    fig = new_figure(2.0 * len(COLUMNS) + 0.6, 2.0 * n + 1.0)
-    axes = fig.subplots(n, len(COLUMNS), squeeze=False)
+    side = 180
+    panel = (max(1, round(side * H / W)), side) if W >= H else (side, max(1, round(side * W / H)))
+    mo = Mosaic(n, len(COLUMNS), panel, title_lines=1, title_pt=8, left_px=14)
     qi, qr, qc = res.query
-    qy, qx = (qr + 0.5) * H / h - 0.5, (qc + 0.5) * W / w - 0.5
     sim_lo, sim_hi = float(res.similarity[0].min()), 1.0
+    sim_min = -1.0 if sim_lo < 0 else 0.0
     norm_lo, norm_hi = float(res.norms.min()), float(res.norms.max())
+    rings: list[tuple[np.ndarray, np.ndarray]] = []
     for i in range(n):
-        row = axes[i]
-        row[0].imshow(display[i])
-        row[0].set_ylabel(str(names[i])[:24], fontsize=6)
-        row[1].imshow(_up(res.rgb[i], (H, W)))
-        row[2].imshow(display[i])
-        row[2].imshow(_up(res.foreground[i].float(), (H, W)) >= 0.5, cmap="gray", alpha=0.6, vmin=0, vmax=1)
+        image = resize(np.clip(display[i], 0, 1), mo.panel)
+        fg = _up(res.foreground[i].float(), mo.panel) >= 0.5
+        mo.put(i, 0, image)
+        mo.put(i, 1, _up(res.rgb[i], mo.panel))
+        mo.put(i, 2, blend(image, np.repeat(fg[..., None], 3, -1).astype(np.float32), 0.6))
         if masks is not None:
-            row[2].contour(masks[i].astype(float), levels=[0.5], colors="cyan", linewidths=0.7)
-        sim = row[3].imshow(_up(res.similarity[0, i], (H, W)), cmap="RdBu_r", vmin=-1 if sim_lo < 0 else 0,
-                            vmax=sim_hi)
-        if i == qi:
-            row[3].plot([qx], [qy], marker="*", color="yellow", markersize=10, markeredgecolor="k")
-        nm = row[4].imshow(_up(res.norms[i], (H, W)), cmap="viridis", vmin=norm_lo, vmax=norm_hi)
+            mo.paint(i, 2, outline(resize(masks[i].astype(np.float32), mo.panel, nearest=True) > 0.5), MASK_RGB)
+        mo.put(i, 3, colorize(_up(res.similarity[0, i], mo.panel), "RdBu_r", sim_min, sim_hi))
+        mo.put(i, 4, colorize(_up(res.norms[i], mo.panel), "viridis", norm_lo, norm_hi))
         oy, ox = res.outliers[i].nonzero(as_tuple=True)
         if len(oy):
-            row[4].scatter((ox.numpy() + 0.5) * W / w - 0.5, (oy.numpy() + 0.5) * H / h - 0.5, s=40,
-                           facecolors="none", edgecolors="red", linewidths=0.8)
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if i == 0:
-            for ax, c in zip(row, COLUMNS, strict=True):
-                ax.set_title(c, fontsize=8)
-    fig.colorbar(sim, ax=axes[:, 3].tolist(), shrink=0.6, label="cosine similarity", location="bottom")
-    fig.colorbar(nm, ax=axes[:, 4].tolist(), shrink=0.6, label="L2 norm (red rings: outliers)", location="bottom")
+            rings.append(mo.xy(i, 4, ox.numpy(), oy.numpy(), (h, w)))
+        mo.row_label(i, str(names[i])[:24])
+    for c, name in enumerate(COLUMNS):
+        mo.title(0, c, name)
     st = res.norm_stats
     iou = f" · fg IoU {res.iou['iou']:.3f} (centre blob {res.iou['centre_blob_iou']:.3f})" if res.iou else ""
-    fig.suptitle(f"{title}\ngrid {h}×{w}, overlays upsampled bilinearly · {settings}\n"
-                 f"outliers {100 * st.outlier_fraction:.2f}% (> {st.threshold:.3g}){iou}"
-                 + (f"\nNOTE: {len(res.notes)} deviation(s), e.g. {res.notes[0]}" if res.notes else ""), fontsize=8)
+    text = (f"{title}\ngrid {h}×{w}, overlays upsampled bilinearly · {settings}\n"
+            f"outliers {100 * st.outlier_fraction:.2f}% (> {st.threshold:.3g}){iou}"
+            + (f"\nNOTE: {len(res.notes)} deviation(s), e.g. {res.notes[0]}" if res.notes else ""))
+    fig = mo.figure(top_in=(text.count("\n") + 1) * 8 * LINE_IN_PER_PT + 0.1, bottom_in=0.75)
+    mo.suptitle(text, fontsize=8)
+    assert mo.ax is not None
+    mo.ax.plot(*mo.xy(qi, 3, qc, qr, (h, w)), marker="*", color="yellow", markersize=10, markeredgecolor="k")
+    if rings:
+        mo.ax.scatter(np.concatenate([x for x, _ in rings]), np.concatenate([y for _, y in rings]), s=40,
+                      facecolors="none", edgecolors="red", linewidths=0.8)
+    for col, (cmap, lo, hi, label) in ((3, ("RdBu_r", sim_min, sim_hi, "cosine similarity")),
+                                       (4, ("viridis", norm_lo, norm_hi, "L2 norm (red rings: outliers)"))):
+        x0 = mo.origin(0, col)[0] / mo.dpi
+        mo.colorbar((x0 + 0.1 * mo.pw / mo.dpi, 0.45, 0.8 * mo.pw / mo.dpi, 0.1), cmap, lo, hi, label,
+                    orientation="horizontal")
     if prov is not None:
         add_provenance(fig, prov)
     return fig

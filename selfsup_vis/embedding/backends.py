@@ -339,6 +339,7 @@ def _embed_opentsne(x: np.ndarray, p: EmbedParams, used: dict[str, Any]) -> np.n
     if kwargs["neighbors"] == "annoy" and "knn_kwargs" not in kwargs:
         kwargs["knn_kwargs"] = {"n_trees": d["annoy_trees"]}
     x64 = np.ascontiguousarray(x, dtype=np.float64)
+    affinity = importlib.import_module("openTSNE.affinity")
     tsne = TSNE(
         n_components=2,
         perplexity=p.perplexity,
@@ -354,7 +355,15 @@ def _embed_opentsne(x: np.ndarray, p: EmbedParams, used: dict[str, Any]) -> np.n
     used.update(n_iter=n_iter, early_exaggeration_iter=ee_iter, learning_rate=lr, init=init,
                 n_jobs=_n_jobs(p.n_jobs, x.shape[0]))
     used["extra"] = {**kwargs}
-    return np.asarray(tsne.fit(x64))
+    # openTSNE's get_knn_index imports pynndescent (numba: 1-2.5 s on a cold start, more than a
+    # small t-SNE takes) only to ask whether it is installed, whatever ``neighbors`` says; the
+    # import system answers the same question without importing it
+    probe = affinity.is_package_installed
+    affinity.is_package_installed = lambda name: importlib.util.find_spec(name) is not None
+    try:
+        return np.asarray(tsne.fit(x64))
+    finally:
+        affinity.is_package_installed = probe
 
 
 def _embed_torch(x: np.ndarray, p: EmbedParams, used: dict[str, Any]) -> np.ndarray:

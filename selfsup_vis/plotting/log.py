@@ -23,9 +23,10 @@ from selfsup_vis.utils.io import write_with  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
-    """A Figure on the Agg canvas, independent of pyplot's global state."""
-    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+def new_figure(width: float, height: float, dpi: int = 100, layout: str | None = "constrained") -> Figure:
+    """A Figure on the Agg canvas, independent of pyplot's global state (``layout=None``: the
+    caller places its axes)."""
+    fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)

@@ -96,8 +96,7 @@ def curves_figure(loss: Curves, lr: Curves, title: str = "training") -> Figure:
         axes[0].text(0.5, 0.5, "no loss or learning-rate column in the CSV metrics", ha="center",
                      va="center", transform=axes[0].transAxes)
         axes[0].set_axis_off()
-    fig.tight_layout()
-    return fig
+    return fig  # constrained layout (new_figure)
 
 
 def write_curves_csv(path: str | Path, loss: Curves, lr: Curves) -> Path:
