@@ -119,3 +119,31 @@ def test_footer_names_files_and_stays_legible_at_column_width() -> None:
         printed = text.get_fontsize() * COLUMN_WIDTH_IN / max(width, COLUMN_WIDTH_IN)
         assert printed >= MIN_PRINTED_PT - 1e-9, (width, text.get_fontsize())
         assert "/home/me" in fig.selfsup_vis_provenance["record"]["weights"]  # the full path stays in the metadata
+
+
+def test_mosaic_shows_each_panel_pixel_for_pixel_with_its_outline_and_coordinates() -> None:
+    from selfsup_vis.plotting.mosaic import Mosaic, blend, outline
+
+    rng = np.random.default_rng(0)
+    panels = [rng.random((20, 30, 3)).astype(np.float32) for _ in range(4)]
+    mo = Mosaic(2, 2, (20, 30), title_lines=1, left_px=5)
+    for i, p in enumerate(panels):
+        mo.put(*divmod(i, 2), p)
+    square = np.zeros((20, 30), bool)
+    square[5:15, 10:20] = True
+    mo.paint(1, 1, outline(square), (0.0, 1.0, 1.0))
+    fig = mo.figure(top_in=0.3, right_in=0.5)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=mo.dpi)  # no bbox: the canvas sits at the figure's bottom left
+    shown = np.asarray(Image.open(buf).convert("RGB")).astype(np.float32) / 255
+    assert shown.shape[:2] == (round(fig.get_figheight() * mo.dpi), round(fig.get_figwidth() * mo.dpi))
+    canvas = shown[shown.shape[0] - mo.height:, :mo.width]
+    x0, y0 = mo.origin(0, 1)
+    assert np.abs(canvas[y0:y0 + 20, x0:x0 + 30] - panels[1]).max() <= 1 / 255 + 1e-6  # not resampled
+    x1, y1 = mo.origin(1, 1)
+    ring = canvas[y1:y1 + 20, x1:x1 + 30]
+    assert np.allclose(ring[5, 10:20], (0, 1, 1), atol=1 / 255) and np.allclose(ring[9, 12], panels[3][9, 12], atol=1 / 255)
+    # a pixel centre of a (10, 15) map shown in panel (1, 0) lands on the centre of its 2 x 2 block
+    x, y = mo.xy(1, 0, 0, 0, (10, 15))
+    assert (float(x), float(y)) == (mo.origin(1, 0)[0] + 0.5, mo.origin(1, 0)[1] + 0.5)
+    assert np.allclose(blend(np.zeros((1, 1, 3)), np.ones((1, 1, 3)), 0.25), 0.25)
