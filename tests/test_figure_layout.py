@@ -132,7 +132,8 @@ def test_mosaic_shows_each_panel_pixel_for_pixel_with_its_outline_and_coordinate
     square = np.zeros((20, 30), bool)
     square[5:15, 10:20] = True
     mo.paint(1, 1, outline(square), (0.0, 1.0, 1.0))
-    fig = mo.figure(top_in=0.3, right_in=0.5)
+    mo.title(0, 0, "$\\undefinedmacro$ costs $5")  # data names are drawn verbatim, never as mathtext
+    fig = mo.figure("a title\nof two lines", right_in=0.5)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=mo.dpi)  # no bbox: the canvas sits at the figure's bottom left
     shown = np.asarray(Image.open(buf).convert("RGB")).astype(np.float32) / 255
@@ -147,3 +148,4 @@ def test_mosaic_shows_each_panel_pixel_for_pixel_with_its_outline_and_coordinate
     x, y = mo.xy(1, 0, 0, 0, (10, 15))
     assert (float(x), float(y)) == (mo.origin(1, 0)[0] + 0.5, mo.origin(1, 0)[1] + 0.5)
     assert np.allclose(blend(np.zeros((1, 1, 3)), np.ones((1, 1, 3)), 0.25), 0.25)
+    assert "$\\undefinedmacro$ costs $5" in {t.get_text() for t in mo.ax.texts}

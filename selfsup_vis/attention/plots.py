@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from selfsup_vis.plotting.layout import block_columns, wrap_label
 from selfsup_vis.plotting.log import new_figure
-from selfsup_vis.plotting.mosaic import LINE_IN_PER_PT, Mosaic, blend, colorize, outline, resize
+from selfsup_vis.plotting.mosaic import Mosaic, blend, colorize, outline, panel_size, resize
 from selfsup_vis.plotting.provenance import ProvenanceLike, add_provenance
 from selfsup_vis.plotting.text import plain
 
@@ -88,9 +88,7 @@ def grid_figure(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], labels
     per = 1 + k
     cols_img = block_columns(n, per, max_columns=max_cols)
     rows = math.ceil(n / cols_img)
-    H, W = images[0].shape[:2] if n else (1, 1)
-    panel_px = round(PANEL_IN * 100)
-    panel = (max(1, round(panel_px * H / W)), panel_px) if W >= H else (panel_px, max(1, round(panel_px * W / H)))
+    panel = panel_size(images[0].shape if n else (1, 1), round(PANEL_IN * 100))
     titles = [[wrap_label(str(names[i]), TITLE_CHARS)] + [wrap_label(lb, TITLE_CHARS) for lb in labels[i]]
               for i in range(n)]
     mo = Mosaic(rows, per * cols_img, panel, title_lines=Mosaic.lines_of([t for ts in titles for t in ts]),
@@ -109,9 +107,7 @@ def grid_figure(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], labels
                 mo.paint(r, c * per + 1 + j, edge, MASK_RGB)
         for j, t in enumerate(titles[i]):
             mo.title(r, c * per + j, t)
-    top_in = (title.count("\n") + 1) * 8 * LINE_IN_PER_PT + 0.1
-    fig = mo.figure(top_in=top_in, right_in=0.9)
-    mo.suptitle(title, fontsize=8)
+    fig = mo.figure(str(title), right_in=0.9)
     h_in = mo.height / mo.dpi
     mo.colorbar((mo.width / mo.dpi + 0.12, 0.1 * h_in, 0.14, 0.8 * h_in), cmap, 0.0, 1.0,
                 "map (min-max scaled per panel)")

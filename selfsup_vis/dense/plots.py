@@ -16,8 +16,9 @@ from matplotlib.patches import ConnectionPatch
 from selfsup_vis.dense.compute import LayerResult
 from selfsup_vis.dense.metric import upsample
 from selfsup_vis.dense.norms import NormStats
+from selfsup_vis.plotting.layout import wrap_label
 from selfsup_vis.plotting.log import new_figure
-from selfsup_vis.plotting.mosaic import LINE_IN_PER_PT, Mosaic, blend, colorize, outline, resize
+from selfsup_vis.plotting.mosaic import Mosaic, blend, colorize, outline, panel_size, resize
 from selfsup_vis.plotting.provenance import ProvenanceLike, add_provenance
 
 #: the object mask's outline on the foreground
@@ -41,9 +42,7 @@ def layer_figure(display: np.ndarray, res: LayerResult, names: Sequence[str], ti
     n = min(len(display), max_rows)
     H, W = display.shape[1:3]
     h, w = res.grid
-    side = 180
-    panel = (max(1, round(side * H / W)), side) if W >= H else (side, max(1, round(side * W / H)))
-    mo = Mosaic(n, len(COLUMNS), panel, title_lines=1, title_pt=8, left_px=14)
+    mo = Mosaic(n, len(COLUMNS), panel_size((H, W)), title_lines=1, title_pt=8, left_px=22)
     qi, qr, qc = res.query
     sim_lo, sim_hi = float(res.similarity[0].min()), 1.0
     sim_min = -1.0 if sim_lo < 0 else 0.0
@@ -62,7 +61,7 @@ def layer_figure(display: np.ndarray, res: LayerResult, names: Sequence[str], ti
         oy, ox = res.outliers[i].nonzero(as_tuple=True)
         if len(oy):
             rings.append(mo.xy(i, 4, ox.numpy(), oy.numpy(), (h, w)))
-        mo.row_label(i, str(names[i])[:24])
+        mo.row_label(i, wrap_label(names[i], 30, max_lines=2))
     for c, name in enumerate(COLUMNS):
         mo.title(0, c, name)
     st = res.norm_stats
@@ -70,8 +69,7 @@ def layer_figure(display: np.ndarray, res: LayerResult, names: Sequence[str], ti
     text = (f"{title}\ngrid {h}×{w}, overlays upsampled bilinearly · {settings}\n"
             f"outliers {100 * st.outlier_fraction:.2f}% (> {st.threshold:.3g}){iou}"
             + (f"\nNOTE: {len(res.notes)} deviation(s), e.g. {res.notes[0]}" if res.notes else ""))
-    fig = mo.figure(top_in=(text.count("\n") + 1) * 8 * LINE_IN_PER_PT + 0.1, bottom_in=0.75)
-    mo.suptitle(text, fontsize=8)
+    fig = mo.figure(text, bottom_in=0.75)
     assert mo.ax is not None
     mo.ax.plot(*mo.xy(qi, 3, qc, qr, (h, w)), marker="*", color="yellow", markersize=10, markeredgecolor="k")
     if rings:

@@ -27,14 +27,21 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colorbar import Colorbar
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from selfsup_vis.plotting.log import new_figure
-from selfsup_vis.plotting.text import plain
 
-__all__ = ["Mosaic", "blend", "colorize", "outline", "resize"]
+__all__ = ["Mosaic", "blend", "colorize", "outline", "panel_size", "resize"]
 
 #: the height of one line of text of ``pt`` points, in inches (matplotlib's default line spacing)
 LINE_IN_PER_PT = 1.25 / 72
+
+
+def panel_size(shape: Sequence[int], side: int = 180) -> tuple[int, int]:
+    """(height, width) of a panel whose longer side is ``side`` pixels, for an image of ``shape``
+    (H, W, ...): the image's aspect ratio kept."""
+    H, W = int(shape[0]), int(shape[1])
+    return (max(1, round(side * H / W)), side) if W >= H else (side, max(1, round(side * W / H)))
 
 
 def resize(a: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
@@ -79,8 +86,8 @@ class Mosaic:
 
     ``title_lines`` lines of ``title_pt`` text fit above every panel; ``left_px`` leaves room for
     row labels. Fill panels with :meth:`put`, name them with :meth:`title`, then :meth:`figure`
-    makes the Figure (the canvas in one Axes, a ``top_in`` band for the suptitle, ``right_in``
-    for colour bars); draw markers with :meth:`xy` coordinates on :attr:`ax`."""
+    makes the Figure (the canvas in one Axes under its suptitle, room for colour bars: add them
+    with :meth:`colorbar`); draw markers at :meth:`xy` coordinates on :attr:`ax`."""
 
     def __init__(self, rows: int, cols: int, panel: tuple[int, int], title_lines: int = 1,
                  title_pt: float = 7.5, gap_px: int = 8, left_px: int = 0, dpi: int = 100) -> None:
@@ -128,20 +135,26 @@ class Mosaic:
     def title(self, r: int, c: int, text: str, **kw) -> None:
         """``text`` centred above panel (r, c) (drawn verbatim: no mathtext)."""
         x0, y0 = self.origin(r, c)
-        self._texts.append((x0 + self.pw / 2, y0 - 2, plain(text),
+        self._texts.append((x0 + self.pw / 2, y0 - 2, str(text),
                             {"ha": "center", "va": "bottom", "fontsize": self.title_pt, **kw}))
 
     def row_label(self, r: int, text: str, fontsize: float = 6.0) -> None:
         """``text`` upright along the left edge of row ``r`` (needs ``left_px``)."""
         x0, y0 = self.origin(r, 0)
-        self._texts.append((x0 - 3, y0 + self.ph / 2, plain(text),
+        self._texts.append((x0 - 3, y0 + self.ph / 2, str(text),
                             {"ha": "right", "va": "center", "rotation": 90, "fontsize": fontsize}))
 
-    def figure(self, top_in: float = 0.0, right_in: float = 0.0, bottom_in: float = 0.0) -> Figure:
-        """The Figure: the canvas at one pixel per figure pixel (``dpi``), with bands of
-        ``top_in`` / ``right_in`` / ``bottom_in`` inches left free for a title and colour bars."""
+    def figure(self, suptitle: str = "", suptitle_pt: float = 8.0, right_in: float = 0.0,
+               bottom_in: float = 0.0) -> Figure:
+        """The Figure: the canvas at one pixel per figure pixel (``dpi``) under a band holding
+        ``suptitle``, with ``right_in`` / ``bottom_in`` inches left free for colour bars. Every
+        text is drawn verbatim (no mathtext)."""
+        top_in = (suptitle.count("\n") + 1) * suptitle_pt * LINE_IN_PER_PT + 0.1 if suptitle else 0.0
+        px = lambda inches: math.ceil(inches * self.dpi - 1e-9)  # noqa: E731 - whole pixels: no resampling
+        fig = new_figure((self.width + px(right_in)) / self.dpi,
+                         (self.height + px(top_in) + px(bottom_in)) / self.dpi, dpi=self.dpi, layout=None)
         w_in, h_in = self.width / self.dpi, self.height / self.dpi
-        fig = new_figure(w_in + right_in, h_in + top_in + bottom_in, dpi=self.dpi, layout=None)
+        bottom_in = px(bottom_in) / self.dpi
         W, H = fig.get_figwidth(), fig.get_figheight()
         ax = fig.add_axes((0, bottom_in / H, w_in / W, h_in / H))
         ax.imshow(self.canvas, interpolation="nearest", extent=(-0.5, self.width - 0.5, self.height - 0.5, -0.5))
@@ -150,14 +163,10 @@ class Mosaic:
         ax.set_axis_off()
         for x, y, text, kw in self._texts:
             ax.text(x, y, text, parse_math=False, **kw)
+        if suptitle:
+            fig.text(0.5, 1.0 - 0.04 / H, suptitle, ha="center", va="top", fontsize=suptitle_pt, parse_math=False)
         self.fig, self.ax = fig, ax
         return fig
-
-    def suptitle(self, text: str, fontsize: float = 8.0) -> None:
-        """``text`` centred in the top band of the figure."""
-        assert self.fig is not None, "call figure() first"
-        self.fig.text(0.5, 1.0 - 0.04 / self.fig.get_figheight(), plain(text), ha="center", va="top",
-                      fontsize=fontsize, parse_math=False)
 
     def colorbar(self, rect_in: tuple[float, float, float, float], cmap: str, vmin: float, vmax: float,
                  label: str, orientation: str = "vertical") -> Colorbar:
@@ -167,6 +176,10 @@ class Mosaic:
         cax = self.fig.add_axes((rect_in[0] / W, rect_in[1] / H, rect_in[2] / W, rect_in[3] / H))
         cb = self.fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colormaps[cmap]), cax=cax,
                                orientation=orientation)
+        # values as they are, on few ticks: an offset ("1e-6+7.9999") lands on the label
+        cb.locator = MaxNLocator(nbins=3)
+        cb.formatter = ScalarFormatter(useOffset=False)
+        cb.update_ticks()
         cb.set_label(label, fontsize=7)
         cb.ax.tick_params(labelsize=6)
         return cb
