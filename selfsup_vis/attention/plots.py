@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from selfsup_vis.plotting.layout import block_columns, wrap_label
 from selfsup_vis.plotting.log import new_figure
-from selfsup_vis.plotting.mosaic import Mosaic, blend, colorize, outline, panel_size, resize
+from selfsup_vis.plotting.mosaic import Mosaic, blend, colorize, panel_size, resize
 from selfsup_vis.plotting.provenance import ProvenanceLike, add_provenance
 from selfsup_vis.plotting.text import plain
 
@@ -41,8 +41,6 @@ def _overlay(ax, image: np.ndarray, m: np.ndarray, alpha: float, cmap: str, titl
 PANEL_IN = 1.8
 TITLE_PT = 7.5
 TITLE_CHARS = int(PANEL_IN * 72 / (TITLE_PT * 0.62))
-#: the object mask's outline on the maps
-MASK_RGB = (0.0, 1.0, 1.0)
 
 
 def _colorbar(fig: Figure, axes, cmap: str) -> None:
@@ -97,14 +95,11 @@ def grid_figure(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], labels
         r, c = divmod(i, cols_img)
         image = resize(np.clip(np.asarray(images[i], dtype=np.float32), 0, 1), mo.panel)
         mo.put(r, c * per, image)
-        edge = None
-        if masks is not None and masks[i] is not None:
-            edge = outline(resize(np.asarray(masks[i], dtype=np.float32), mo.panel, nearest=True) > 0.5)
         for j in range(k):
             heat = colorize(resize(display_scale(maps[i][j]), mo.panel), cmap, 0.0, 1.0)
             mo.put(r, c * per + 1 + j, blend(image, heat, alpha))
-            if edge is not None:
-                mo.paint(r, c * per + 1 + j, edge, MASK_RGB)
+            if masks is not None and masks[i] is not None:
+                mo.outline_mask(r, c * per + 1 + j, masks[i])
         for j, t in enumerate(titles[i]):
             mo.title(r, c * per + j, t)
     fig = mo.figure(str(title), right_in=0.9)

@@ -14,23 +14,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import ConnectionPatch
 
 from selfsup_vis.dense.compute import LayerResult
-from selfsup_vis.dense.metric import upsample
 from selfsup_vis.dense.norms import NormStats
 from selfsup_vis.plotting.layout import wrap_label
 from selfsup_vis.plotting.log import new_figure
-from selfsup_vis.plotting.mosaic import Mosaic, blend, colorize, outline, panel_size, resize
+from selfsup_vis.plotting.mosaic import Mosaic, blend, colorize, panel_size, resize
 from selfsup_vis.plotting.provenance import ProvenanceLike, add_provenance
 
-#: the object mask's outline on the foreground
-MASK_RGB = (0.0, 1.0, 1.0)
 COLUMNS = ("image", "PCA → RGB", "foreground (PC1)", "similarity to ★", "token norm")
-
-
-def _up(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) or (h, w, 3) grid -> (H, W[, 3]) bilinear."""
-    if x.dim() == 3:
-        return upsample(x.permute(2, 0, 1), size).permute(1, 2, 0).clamp(0, 1).numpy()
-    return upsample(x[None], size)[0].numpy()
 
 
 def layer_figure(display: np.ndarray, res: LayerResult, names: Sequence[str], title: str, settings: str,
@@ -50,14 +40,14 @@ def layer_figure(display: np.ndarray, res: LayerResult, names: Sequence[str], ti
     rings: list[tuple[np.ndarray, np.ndarray]] = []
     for i in range(n):
         image = resize(np.clip(display[i], 0, 1), mo.panel)
-        fg = _up(res.foreground[i].float(), mo.panel) >= 0.5
+        fg = resize(res.foreground[i].float().numpy(), mo.panel) >= 0.5  # as foreground_pixels: bilinear, >= 0.5
         mo.put(i, 0, image)
-        mo.put(i, 1, _up(res.rgb[i], mo.panel))
+        mo.put(i, 1, resize(res.rgb[i].numpy(), mo.panel))
         mo.put(i, 2, blend(image, np.repeat(fg[..., None], 3, -1).astype(np.float32), 0.6))
         if masks is not None:
-            mo.paint(i, 2, outline(resize(masks[i].astype(np.float32), mo.panel, nearest=True) > 0.5), MASK_RGB)
-        mo.put(i, 3, colorize(_up(res.similarity[0, i], mo.panel), "RdBu_r", sim_min, sim_hi))
-        mo.put(i, 4, colorize(_up(res.norms[i], mo.panel), "viridis", norm_lo, norm_hi))
+            mo.outline_mask(i, 2, masks[i])
+        mo.put(i, 3, colorize(resize(res.similarity[0, i].numpy(), mo.panel), "RdBu_r", sim_min, sim_hi))
+        mo.put(i, 4, colorize(resize(res.norms[i].numpy(), mo.panel), "viridis", norm_lo, norm_hi))
         oy, ox = res.outliers[i].nonzero(as_tuple=True)
         if len(oy):
             rings.append(mo.xy(i, 4, ox.numpy(), oy.numpy(), (h, w)))

@@ -29,7 +29,7 @@ from selfsup_vis.embedding.quality import HEADLINE_K, embedding_quality
 from selfsup_vis.embedding.sampled_quality import placement_knn, sampled_quality
 from selfsup_vis.embedding.thumbnails import load_thumbnails
 from selfsup_vis.features.extraction import layer_file_name
-from selfsup_vis.utils.io import save_npy, write_with
+from selfsup_vis.utils.io import save_npy, write_csv
 
 #: the layers of a run are ranked by this quality number of the run's labeling (then
 #: trustworthiness); a numeric labeling by its kNN-regression R² at the same k
@@ -138,15 +138,10 @@ def write_layer_map(out: Path, layer: str, coords: np.ndarray, labels: np.ndarra
     npy = save_npy(out / f"embedding_{name}.npy", coords.astype(np.float32))
     extra = {f"label:{k}": lab.categorical() for k, lab in (others or {}).items()}
 
-    def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "label", "class", "x", "y", *extra])
-            for i, (n, lab, (x, y)) in enumerate(zip(names, labels, coords)):
-                w.writerow([n, int(lab), classes[int(lab)], f"{x:.6g}", f"{y:.6g}",
-                            *(cls[int(codes[i])] for codes, cls in extra.values())])
-
-    return [npy, write_with(out / f"embedding_{name}.csv", write_csv)]
+    rows = ([n, int(lab), classes[int(lab)], f"{x:.6g}", f"{y:.6g}",
+             *(cls[int(codes[i])] for codes, cls in extra.values())]
+            for i, (n, lab, (x, y)) in enumerate(zip(names, labels, coords)))
+    return [npy, write_csv(out / f"embedding_{name}.csv", ["path", "label", "class", "x", "y", *extra], rows)]
 
 
 def read_layer_map(run_dir: Path, layer: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -35,6 +35,8 @@ __all__ = ["Mosaic", "blend", "colorize", "outline", "panel_size", "resize"]
 
 #: the height of one line of text of ``pt`` points, in inches (matplotlib's default line spacing)
 LINE_IN_PER_PT = 1.25 / 72
+#: the known object mask's outline (attention maps, dense foreground)
+MASK_OUTLINE_RGB = (0.0, 1.0, 1.0)
 
 
 def panel_size(shape: Sequence[int], side: int = 180) -> tuple[int, int]:
@@ -131,6 +133,11 @@ class Mosaic:
         x0, y0 = self.origin(r, c)
         m = resize(mask.astype(np.float32), (self.ph, self.pw), nearest=True) > 0.5
         self.canvas[y0:y0 + self.ph, x0:x0 + self.pw][m] = np.asarray(color, dtype=np.float32)[:3]
+
+    def outline_mask(self, r: int, c: int, mask: np.ndarray, color: Sequence[float] = MASK_OUTLINE_RGB) -> None:
+        """The boundary of ``mask`` (any size: nearest-resized to the panel), one pixel wide, on
+        panel (r, c)."""
+        self.paint(r, c, outline(resize(np.asarray(mask, dtype=np.float32), self.panel, nearest=True) > 0.5), color)
 
     def title(self, r: int, c: int, text: str, **kw) -> None:
         """``text`` centred above panel (r, c) (drawn verbatim: no mathtext)."""

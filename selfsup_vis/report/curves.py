@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from selfsup_vis.plotting.log import new_figure
 from selfsup_vis.plotting.text import plain
-from selfsup_vis.utils.io import write_with
+from selfsup_vis.utils.io import write_csv
 
 __all__ = ["Curves", "curves_figure", "read_training_curves", "write_curves_csv"]
 
@@ -101,10 +101,6 @@ def curves_figure(loss: Curves, lr: Curves, title: str = "training") -> Figure:
 
 def write_curves_csv(path: str | Path, loss: Curves, lr: Curves) -> Path:
     """The numbers behind the figure, long format (step, series, value), written atomically."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["step", "series", "value"])
-            for name, (steps, values) in {**loss, **lr}.items():
-                w.writerows([int(s) if float(s).is_integer() else s, name, repr(v)] for s, v in zip(steps, values))
-    return write_with(Path(path), write)
+    return write_csv(path, ["step", "series", "value"],
+                     [[int(s) if float(s).is_integer() else s, name, repr(v)]
+                      for name, (steps, values) in {**loss, **lr}.items() for s, v in zip(steps, values)])

@@ -11,7 +11,6 @@ linear CKA heatmaps, with every number saved (coordinates, ``layer_curves.csv``,
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -60,7 +59,7 @@ from selfsup_vis.features.subset import Subset
 from selfsup_vis.models import build_model
 from selfsup_vis.report.summaries import CompareSummary
 from selfsup_vis.tasks.common import TaskRun, build_trainer, is_global_zero, phase
-from selfsup_vis.utils.io import save_npy, write_with
+from selfsup_vis.utils.io import save_npy, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -185,16 +184,6 @@ def _entries(cfg: DictConfig) -> list[Entry]:
     if len(out) < 2:
         raise ValueError("task=compare_embeddings needs at least two models (or a model and a baseline)")
     return [Entry(**e, folder=_folder(e["name"], e["model_cfg"], e["kind"])) for e in out]
-
-
-def _save_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
-
-    return write_with(path, write)
 
 
 def run(cfg: DictConfig, run: TaskRun) -> dict[str, Any]:
@@ -340,7 +329,7 @@ def _curves(run: TaskRun, models: list[Compared], space: str, labeling: str) -> 
     """Quality by relative depth, one line per model: ``layer_curves.csv`` and its figure."""
     rows = [[m.entry.name, la, round(j / max(len(m.layers) - 1, 1), 4), *(m.maps[la].quality.get(k) for k in CURVE_KEYS)]
             for m in models for j, la in enumerate(m.layers) if la in m.maps]
-    files = [_save_csv(run.dir / "layer_curves.csv", ["model", "layer", "relative_depth", *CURVE_KEYS], rows)]
+    files = [write_csv(run.dir / "layer_curves.csv", ["model", "layer", "relative_depth", *CURVE_KEYS], rows)]
     curves = {m.entry.name: [(la, m.maps[la].quality) for la in m.layers if la in m.maps] for m in models}
     fig = plot_layer_curves(curves, title=f"quality by depth · space: {space} · labels: {labeling}")
     return files + run.figure(fig, "layer_curves", "compare/layer_curves")
@@ -355,7 +344,7 @@ def _cka(run: TaskRun, t: DictConfig, models: list[Compared], files: list[Path])
             m = cka_matrix([a.features.array(x) for x in la], [b.features.array(x) for x in lb],
                            method=str(_value(t.cka_method)), batch_size=int(t.cka_batch_size), seed=int(t.seed))
         key = f"{a.entry.folder}__{b.entry.folder}"
-        files.append(_save_csv(run.dir / f"cka_{key}.csv", ["layer", *lb],
+        files.append(write_csv(run.dir / f"cka_{key}.csv", ["layer", *lb],
                                [[x, *(f"{v:.6f}" for v in m[r])] for r, x in enumerate(la)]))
         files += run.figure(plot_cka_heatmap(m, la, lb, a.entry.name, b.entry.name), f"cka_{key}", f"compare/cka/{key}")
         results[key] = {"rows_model": a.entry.name, "cols_model": b.entry.name, "rows": la, "cols": lb,

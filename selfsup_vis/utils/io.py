@@ -7,12 +7,13 @@ where; text is always written as UTF-8 whatever the locale.
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,17 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A CSV (UTF-8, ``header`` then ``rows``) written atomically."""
+    def _write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+
+    return write_with(path, _write)
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
