@@ -184,7 +184,7 @@ class Mosaic:
         cb = self.fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colormaps[cmap]), cax=cax,
                                orientation=orientation)
         # values as they are, on few ticks: an offset ("1e-6+7.9999") lands on the label
-        cb.locator = MaxNLocator(nbins=3)
+        cb.locator = MaxNLocator(nbins=3, steps=[1, 2.5, 5, 10])  # 0..1: 0, 0.5, 1
         cb.formatter = ScalarFormatter(useOffset=False)
         cb.update_ticks()
         cb.set_label(label, fontsize=7)
